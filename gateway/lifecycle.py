@@ -1,0 +1,122 @@
+"""Start and stop the gateway: every lifetime (database, writer, HTTP client, server) in one place.
+
+serve() (the CLI) and the tests use the same `start` and `Gateway.stop`, so what
+the tests run is what production runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+
+from .app import ROOT, make_app
+from .config import Config
+from .context import Context
+from .health import HealthCheck
+from .keys import KeyRing
+from .metrics import Metrics
+from .providers import build_registry
+from .quota import SlidingWindowQuota
+from .upstream import Upstream
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = ROOT / "migrations"
+
+
+@dataclass
+class Gateway:
+    """A running gateway: its context, its server and the port it listens on."""
+
+    ctx: Context
+    server: HTTPServer
+    port: int
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting, let in-flight requests finish (bounded), flush the records, close everything."""
+        ctx = self.ctx
+        ctx.shutting_down = True
+        self.server.stop()
+        deadline = time.monotonic() + (ctx.config.shutdown_grace if grace is None else grace)
+        while ctx.in_flight > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if ctx.in_flight:
+            log.warning("shutdown: %d requests still in flight after the grace period; closing them", ctx.in_flight)
+        await self.server.close_all_connections()
+        if ctx.recorder is not None:
+            await ctx.recorder.close()
+        if ctx.store is not None:
+            await ctx.store.close()
+        ctx.upstream.close()
+
+
+async def start(config: Config, keys: KeyRing, *, clock=time.time) -> Gateway:  # type: ignore[no-untyped-def]
+    """Open the database, start the writer, build the context and listen. Raises on a bad database."""
+    from .jsonlog import JsonLogSink
+    from .pricing import PriceTable
+    from .recorder import Recorder
+    from .store import Store
+
+    store = await Store.open(str(config.database_path), MIGRATIONS)
+    quota = SlidingWindowQuota(window_s=config.quota_window_s, clock=clock)
+    quota.seed(await store.quota_timestamps(clock() - config.quota_window_s))
+    json_log = JsonLogSink(path=config.log_file if config.log_to_file else None, stream=sys.stdout)
+    recorder = Recorder([store, json_log])
+    recorder.start()
+    upstream = Upstream(
+        connect_timeout=config.connect_timeout,
+        idle_timeout=config.request_timeout,
+        max_concurrency=config.max_upstream_concurrency,
+        overload_wait=config.overload_wait,
+        max_response_bytes=config.max_response_bytes,
+    )
+    ctx = Context(
+        config=config,
+        keys=keys,
+        quota=quota,
+        upstream=upstream,
+        providers=build_registry(config),
+        prices=PriceTable.load(),
+        store=store,
+        recorder=recorder,
+        admin_key=config.admin_key or secrets.token_urlsafe(24),
+    )
+    ctx.metrics = Metrics(list(ctx.providers), quota_rejections=lambda: quota.rejections)
+    ctx.health = HealthCheck(ctx)
+    ctx.record_sinks += [recorder.submit, ctx.metrics.observe]
+    server = HTTPServer(
+        make_app(ctx),
+        xheaders=False,
+        decompress_request=False,
+        # Tornado's own cap closes the connection with a 400; ours answers 413 first (ProxyHandler).
+        max_body_size=config.max_request_bytes * 4,
+        idle_connection_timeout=config.header_timeout,
+        body_timeout=config.header_timeout,
+    )
+    sockets = bind_sockets(config.port, config.host)
+    server.add_sockets(sockets)
+    port = sockets[0].getsockname()[1]
+    return Gateway(ctx=ctx, server=server, port=port)
+
+
+def describe_start(gateway: Gateway) -> str:
+    """The lines printed at start; a generated admin key is shown here, once, and nowhere else."""
+    ctx = gateway.ctx
+    config = ctx.config
+    host = "localhost" if config.host in ("0.0.0.0", "::", "127.0.0.1") else config.host
+    lines = [f"llm-gateway listening on http://{config.host}:{gateway.port} "
+             f"({len(ctx.keys)} virtual keys, database {Path(config.database_path)})"]
+    if config.admin_key is None:
+        lines.append(f"GATEWAY_ADMIN_KEY is unset; this run's admin key opens the dashboard: "
+                     f"http://{host}:{gateway.port}/dashboard?token={ctx.admin_key}")
+    else:
+        lines.append(f"dashboard: http://{host}:{gateway.port}/dashboard (admin key from GATEWAY_ADMIN_KEY)")
+    return "\n".join(lines)
