@@ -13,6 +13,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Mapping
 
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
@@ -58,7 +59,8 @@ class Gateway:
         ctx.upstream.close()
 
 
-async def start(config: Config, keys: KeyRing, *, clock=time.time) -> Gateway:  # type: ignore[no-untyped-def]
+async def start(config: Config, keys: KeyRing, *, environ: Mapping[str, str] | None = None,
+                clock: Callable[[], float] = time.time) -> Gateway:
     """Open the database, start the writer, build the context and listen. Raises on a bad database."""
     from .jsonlog import JsonLogSink
     from .pricing import PriceTable
@@ -88,6 +90,7 @@ async def start(config: Config, keys: KeyRing, *, clock=time.time) -> Gateway:  
         store=store,
         recorder=recorder,
         admin_key=config.admin_key or secrets.token_urlsafe(24),
+        environ=environ or {},
     )
     ctx.metrics = Metrics(list(ctx.providers), quota_rejections=lambda: quota.rejections)
     ctx.health = HealthCheck(ctx)
