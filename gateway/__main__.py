@@ -12,7 +12,7 @@ import sys
 from . import __version__
 from .config import SETTINGS, Config, ConfigError
 from .keys import KeyRing, KeysFileError
-from .lifecycle import describe_start, start
+from .lifecycle import Gateway, describe_start, start
 
 log = logging.getLogger("gateway")
 
@@ -31,17 +31,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 async def serve(config: Config, keys: KeyRing) -> int:
     """Run until SIGTERM/SIGINT, then shut down gracefully; the exit code."""
-    gateway = await start(config, keys)
+    gateway = await start(config, keys, environ=os.environ)
     log.info("%s", describe_start(gateway))
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, reload_keys, gateway)
     await stopping.wait()
     log.info("shutting down: finishing %d in-flight requests", gateway.ctx.in_flight)
     await gateway.stop()
     log.info("stopped")
     return 0
+
+
+def reload_keys(gateway: Gateway) -> None:
+    """SIGHUP: reread keys.json; a bad file is logged and the old keys keep serving."""
+    try:
+        count = gateway.ctx.reload_keys()
+    except KeysFileError as exc:
+        log.error("keys not reloaded, the old keys keep serving: %s", exc)
+        return
+    log.info("keys reloaded: %d virtual keys", count)
 
 
 def main(argv: list[str] | None = None) -> int:

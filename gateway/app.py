@@ -7,7 +7,7 @@ from pathlib import Path
 from tornado.web import Application
 
 from .context import Context
-from .handlers.admin import AdminSite, LoginHandler, LogoutHandler
+from .handlers.admin import AdminSite, LoginHandler, LogoutHandler, ReloadHandler
 from .handlers.base import NotFoundHandler
 from .handlers.chat import ChatHandler
 from .handlers.dashboard import (DashboardDataHandler, InteractionHandler, InteractionsHandler, KeysHandler,
@@ -46,6 +46,7 @@ def make_app(ctx: Context) -> Application:
         (r"/dashboard/data\.json", DashboardDataHandler, site),
         (r"/dashboard/login", LoginHandler, site),
         (r"/dashboard/logout", LogoutHandler, site),
+        (r"/admin/reload", ReloadHandler, site),
     ]
     return Application(
         routes,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .config import Config
 from .keys import KeyRing
@@ -36,10 +36,19 @@ class Context:
     recorder: Any = None
     metrics: Any = None
     health: Any = None
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False)  # for keys' api_key_env on reload
     admin_key: str = ""  # GATEWAY_ADMIN_KEY, or one generated at start
     started_at: float = field(default_factory=time.time)
     shutting_down: bool = False
     in_flight: int = 0  # requests being handled, for graceful shutdown
+
+    def reload_keys(self) -> int:
+        """Reread the keys file. A valid file serves new requests at once (in-flight ones keep the key they
+        authenticated with; a removed key is refused from now on); an invalid one raises KeysFileError and
+        changes nothing."""
+        keys = KeyRing.load(self.config.keys_file, self.environ)
+        self.keys = keys
+        return len(keys)
 
     def observe(self, record: Interaction) -> None:
         """Hand a finished interaction to every sink (recorder queue, metrics); none may block."""

@@ -107,7 +107,9 @@ def interaction_to_dict(record: Interaction) -> dict[str, Any]:
 def _json_line(record: Interaction) -> str:
     # ensure_ascii: a lone surrogate in a body becomes a \\ud800 escape instead of an
     # encoding error at write time, and the line is plain ASCII whatever the stream's encoding.
-    return json.dumps(interaction_to_dict(record), separators=(",", ":")) + "\n"
+    # `timestamp` leads the line (the log's documented field name); the rest are the table's columns.
+    line = {"timestamp": iso_utc(record.ts), **interaction_to_dict(record)}
+    return json.dumps(line, separators=(",", ":")) + "\n"
 
 
 class JsonLogSink:

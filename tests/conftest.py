@@ -69,7 +69,7 @@ def start_gateway(io_loop, tmp_path, fake_openai) -> Callable[..., Any]:  # type
         if not config.keys_file.exists():
             write_keys(config.keys_file, fake_openai.base_url, anthropic_base)
         keys = KeyRing.load(config.keys_file, os.environ)
-        gateway = await start(config, keys)
+        gateway = await start(config, keys, environ=os.environ)
         running.append(gateway)
         return gateway
 

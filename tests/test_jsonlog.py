@@ -79,7 +79,8 @@ async def test_file_sink_appends_one_line_per_record(tmp_path: Path) -> None:
     await sink.close()
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert [line["id"] for line in lines] == ["a", "b", "c", "d"]
-    assert all(tuple(line) == FIELDS for line in lines)
+    assert all(tuple(line) == ("timestamp", *FIELDS) for line in lines)
+    assert all(line["timestamp"] == line["ts"] for line in lines)
     assert lines[0]["ts"] == "2026-01-01T00:00:00.500Z" and lines[0]["model"] == "gpt-4o"
     assert lines[0]["status"] == 200 and lines[0]["duration_ms"] == 12.5 and lines[0]["request"] == '{"a": 1}'
     assert lines[1]["request"] == "bad \ud800 surrogate"  # escaped as \\ud800 on disk, not an encoding error
