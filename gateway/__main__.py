@@ -13,6 +13,7 @@ from . import __version__
 from .config import SETTINGS, Config, ConfigError
 from .keys import KeyRing, KeysFileError
 from .lifecycle import Gateway, describe_start, start
+from .store import StoreUnavailable
 
 log = logging.getLogger("gateway")
 
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             config.log_file.parent.mkdir(parents=True, exist_ok=True)
         keys = KeyRing.load(config.keys_file, os.environ)
         return asyncio.run(serve(config, keys))
-    except (ConfigError, KeysFileError) as exc:
+    except (ConfigError, KeysFileError, StoreUnavailable) as exc:
         print(f"llm-gateway: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

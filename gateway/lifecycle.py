@@ -22,10 +22,14 @@ from .app import ROOT, make_app
 from .config import Config
 from .context import Context
 from .health import HealthCheck
+from .jsonlog import JsonLogSink
 from .keys import KeyRing
 from .metrics import Metrics
+from .pricing import PriceTable
 from .providers import build_registry
 from .quota import SlidingWindowQuota
+from .recorder import Recorder
+from .store import Store
 from .upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -52,62 +56,68 @@ class Gateway:
         if ctx.in_flight:
             log.warning("shutdown: %d requests still in flight after the grace period; closing them", ctx.in_flight)
         await self.server.close_all_connections()
-        if ctx.recorder is not None:
-            await ctx.recorder.close()
-        if ctx.store is not None:
-            await ctx.store.close()
+        # Each part closes even if another fails: a dead database must not keep the writer or client open.
+        for part in (ctx.recorder, ctx.store):
+            if part is not None:
+                try:
+                    await part.close()
+                except Exception:
+                    log.exception("shutdown: closing %s failed", type(part).__name__)
         ctx.upstream.close()
 
 
 async def start(config: Config, keys: KeyRing, *, environ: Mapping[str, str] | None = None,
                 clock: Callable[[], float] = time.time) -> Gateway:
     """Open the database, start the writer, build the context and listen. Raises on a bad database."""
-    from .jsonlog import JsonLogSink
-    from .pricing import PriceTable
-    from .recorder import Recorder
-    from .store import Store
-
     store = await Store.open(str(config.database_path), MIGRATIONS)
-    quota = SlidingWindowQuota(window_s=config.quota_window_s, clock=clock)
-    quota.seed(await store.quota_timestamps(clock() - config.quota_window_s))
-    json_log = JsonLogSink(path=config.log_file if config.log_to_file else None, stream=sys.stdout)
-    recorder = Recorder([store, json_log])
-    recorder.start()
-    upstream = Upstream(
-        connect_timeout=config.connect_timeout,
-        idle_timeout=config.request_timeout,
-        max_concurrency=config.max_upstream_concurrency,
-        overload_wait=config.overload_wait,
-        max_response_bytes=config.max_response_bytes,
-    )
-    ctx = Context(
-        config=config,
-        keys=keys,
-        quota=quota,
-        upstream=upstream,
-        providers=build_registry(config),
-        prices=PriceTable.load(),
-        store=store,
-        recorder=recorder,
-        admin_key=config.admin_key or secrets.token_urlsafe(24),
-        environ=environ or {},
-    )
-    ctx.metrics = Metrics(list(ctx.providers), quota_rejections=lambda: quota.rejections)
-    ctx.health = HealthCheck(ctx)
-    ctx.record_sinks += [recorder.submit, ctx.metrics.observe]
-    server = HTTPServer(
-        make_app(ctx),
-        xheaders=False,
-        decompress_request=False,
-        # Tornado's own cap closes the connection with a 400; ours answers 413 first (ProxyHandler).
-        max_body_size=config.max_request_bytes * 4,
-        idle_connection_timeout=config.header_timeout,
-        body_timeout=config.header_timeout,
-    )
-    sockets = bind_sockets(config.port, config.host)
-    server.add_sockets(sockets)
-    port = sockets[0].getsockname()[1]
-    return Gateway(ctx=ctx, server=server, port=port)
+    recorder: Recorder | None = None
+    try:
+        quota = SlidingWindowQuota(window_s=config.quota_window_s, clock=clock)
+        quota.seed(await store.quota_timestamps(clock() - config.quota_window_s))
+        json_log = JsonLogSink(path=config.log_file if config.log_to_file else None, stream=sys.stdout)
+        recorder = Recorder([store, json_log])
+        recorder.start()
+        upstream = Upstream(
+            connect_timeout=config.connect_timeout,
+            idle_timeout=config.request_timeout,
+            max_concurrency=config.max_upstream_concurrency,
+            overload_wait=config.overload_wait,
+            max_response_bytes=config.max_response_bytes,
+        )
+        ctx = Context(
+            config=config,
+            keys=keys,
+            quota=quota,
+            upstream=upstream,
+            providers=build_registry(config),
+            prices=PriceTable.load(),
+            store=store,
+            recorder=recorder,
+            admin_key=config.admin_key or secrets.token_urlsafe(24),
+            environ=environ or {},
+        )
+        ctx.metrics = Metrics(list(ctx.providers), quota_rejections=lambda: quota.rejections)
+        ctx.health = HealthCheck(ctx)
+        ctx.record_sinks += [recorder.submit, ctx.metrics.observe]
+        server = HTTPServer(
+            make_app(ctx),
+            xheaders=False,
+            decompress_request=False,
+            # Tornado's own cap closes the connection with a 400; ours answers 413 first (ProxyHandler).
+            max_body_size=config.max_request_bytes * 4,
+            idle_connection_timeout=config.header_timeout,
+            body_timeout=config.header_timeout,
+        )
+        sockets = bind_sockets(config.port, config.host)
+        server.add_sockets(sockets)
+        port = sockets[0].getsockname()[1]
+        return Gateway(ctx=ctx, server=server, port=port)
+    except BaseException:
+        # A failed start must not leave the database thread (or the writer) keeping the process alive.
+        if recorder is not None:
+            await recorder.close()
+        await store.close()
+        raise
 
 
 def describe_start(gateway: Gateway) -> str:
