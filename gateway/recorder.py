@@ -31,7 +31,8 @@ WARN_EVERY_S = 10.0
 class Sink(Protocol):
     """Somewhere records go: the store, the JSON log."""
 
-    async def write_batch(self, records: list[Interaction]) -> None: ...
+    async def write_batch(self, records: list[Interaction]) -> None:
+        """Write the batch; raise if it was not written (the recorder counts and logs it)."""
 
 
 @dataclass(slots=True)
@@ -53,7 +54,9 @@ class Recorder:
     def __init__(self, sinks: list[Sink], *, max_queue: int = 10000, batch_size: int = 500,
                  flush_interval: float = 0.05, put_wait: float = 0.1) -> None:
         self._sinks = list(sinks)
-        self._stats = [SinkStats(getattr(s, "name", type(s).__name__)) for s in self._sinks]
+        names = [getattr(s, "name", type(s).__name__) for s in self._sinks]
+        # Unique names: they key the per-sink counters in stats().
+        self._stats = [SinkStats(n if names.count(n) == 1 else f"{n}#{i}") for i, n in enumerate(names)]
         self._queue: deque[Interaction] = deque()
         self._max_queue = max_queue
         self._batch_size = batch_size

@@ -1,4 +1,4 @@
-"""What a store returns and the interface it implements; gateway/store.py implements it in SQLite.
+"""What a store returns, the interface it implements, and rows made from records; store.py is SQLite's.
 
 Handlers and the dashboard depend on these, not on SQL: a PostgreSQL store would
 implement `InteractionStore` in a module of its own without touching them.
@@ -6,10 +6,17 @@ implement `InteractionStore` in a module of its own without touching them.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from gateway.jsonlog import FIELDS, interaction_to_dict
 from gateway.record import Interaction
+
+_F = {name: i for i, name in enumerate(FIELDS)}
+_INT64 = (-(2**63), 2**63 - 1)
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(slots=True, frozen=True)
@@ -133,3 +140,48 @@ class InteractionStore(Protocol):
 
     async def close(self) -> None:
         """Flush and release everything."""
+
+
+def row_from_interaction(record: Interaction) -> tuple:
+    """The record as a row of `interactions` (FIELDS order), NULs replaced: SQL text stops at (or refuses) NUL."""
+    row = tuple(interaction_to_dict(record).values())
+    if any(type(v) is str and "\x00" in v for v in row):
+        row = tuple(v.replace("\x00", "\ufffd") if type(v) is str else v for v in row)
+    return row
+
+
+def sanitise_row(row: tuple) -> tuple:
+    """A second chance for a refused row: lone surrogates -> U+FFFD, out-of-range ints -> NULL, odd types -> text."""
+    out = []
+    for v in row:
+        if v is not None and not isinstance(v, (str, int, float, bytes)):
+            v = str(v)
+        if isinstance(v, str):
+            v = _SURROGATE.sub("\ufffd", v)
+        elif isinstance(v, int) and not _INT64[0] <= v <= _INT64[1]:
+            v = None
+        out.append(v)
+    return tuple(out)
+
+
+def daily_totals(rows: list[tuple]) -> Iterator[tuple]:
+    """Per (day, key, provider, model) of the rows: the increments of the daily usage totals.
+
+    '' stands for a missing key, provider or model. A generator, so that a store can run it
+    lazily (SQLite's executemany runs it in the database thread, after the rows were built).
+    """
+    totals: dict[tuple, list] = {}
+    for r in rows:
+        group = (r[_F["ts"]][:10], r[_F["key"]] or "", r[_F["provider"]] or "", r[_F["model"]] or "")
+        t = totals.setdefault(group, [0, 0, 0, 0, 0, 0, 0.0, 0])
+        cost = r[_F["cost_usd"]]
+        t[0] += 1
+        t[1] += r[_F["status"]] >= 400
+        t[2] += r[_F["prompt_tokens"]] or 0
+        t[3] += r[_F["completion_tokens"]] or 0
+        t[4] += r[_F["cached_tokens"]] or 0
+        t[5] += r[_F["cache_write_tokens"]] or 0
+        t[6] += cost or 0.0
+        t[7] += cost is None and (r[_F["total_tokens"]] or 0) > 0
+    for group, t in totals.items():
+        yield group + tuple(t)

@@ -25,9 +25,10 @@ from pathlib import Path
 
 import aiosqlite
 
-from gateway.jsonlog import FIELDS, interaction_to_dict, iso_utc
+from gateway.jsonlog import FIELDS, iso_utc
 from gateway.record import Interaction
-from gateway.storage import DistinctValues, InteractionRow, StoreHealth, TimeBucket, UsageRow
+from gateway.storage import (DistinctValues, InteractionRow, StoreHealth, TimeBucket, UsageRow, daily_totals,
+                             row_from_interaction, sanitise_row)
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,6 @@ _MIGRATION_FILE = re.compile(r"^(\d{4})_([A-Za-z0-9_]+)\.sql$")
 # Errors that belong to one row (bad value, duplicate id), as opposed to the database.
 _ROW_ERRORS = (ValueError, OverflowError, TypeError, sqlite3.IntegrityError, sqlite3.DataError,
                sqlite3.InterfaceError, sqlite3.ProgrammingError)
-_INT64 = (-(2**63), 2**63 - 1)
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _EPOCH_MS = "CAST(round((julianday(ts) - 2440587.5) * 86400000.0) AS INTEGER)"
 
 _UPSERT_DAILY = (
@@ -73,7 +72,6 @@ _CAUSES = (
 _GROUPS_RAW = {"key": "coalesce(key, '')", "provider": "coalesce(provider, '')",
                "model": "coalesce(model, '')", "day": "substr(ts, 1, 10)"}
 assert tuple(f.name for f in fields(InteractionRow)) == FIELDS, "InteractionRow must mirror jsonlog.FIELDS"
-_F = {name: i for i, name in enumerate(FIELDS)}
 _BOOL_FIELDS = frozenset(i for i, f in enumerate(FIELDS) if f in ("stream", "incomplete", "quota_counted", "truncated"))
 
 
@@ -85,51 +83,8 @@ class SchemaTooNew(StoreUnavailable):
     """The database was migrated by a newer gateway than this one."""
 
 
-def row_from_interaction(record: Interaction) -> tuple:
-    """The record as a row of `interactions` (FIELDS order), NULs replaced: SQLite text stops at NUL."""
-    row = tuple(interaction_to_dict(record).values())
-    if any(type(v) is str and "\x00" in v for v in row):
-        row = tuple(v.replace("\x00", "\ufffd") if type(v) is str else v for v in row)
-    return row
-
-
-def _sanitise(row: tuple) -> tuple:
-    # Second chance for a refused row: lone surrogates -> U+FFFD, out-of-range ints -> NULL,
-    # unsupported types -> their text.
-    out = []
-    for v in row:
-        if v is not None and not isinstance(v, (str, int, float, bytes)):
-            v = str(v)
-        if isinstance(v, str):
-            v = _SURROGATE.sub("\ufffd", v)
-        elif isinstance(v, int) and not _INT64[0] <= v <= _INT64[1]:
-            v = None
-        out.append(v)
-    return tuple(out)
-
-
-def _daily_totals(rows: list[tuple]) -> Iterator[tuple]:
-    """usage_daily increments for inserted rows: one per (day, key, provider, model). A generator,
-    so executemany runs it in the database thread, after the rows it reads were built."""
-    totals: dict[tuple, list] = {}
-    for r in rows:
-        group = (r[_F["ts"]][:10], r[_F["key"]] or "", r[_F["provider"]] or "", r[_F["model"]] or "")
-        t = totals.setdefault(group, [0, 0, 0, 0, 0, 0, 0.0, 0])
-        cost = r[_F["cost_usd"]]
-        t[0] += 1
-        t[1] += r[_F["status"]] >= 400
-        t[2] += r[_F["prompt_tokens"]] or 0
-        t[3] += r[_F["completion_tokens"]] or 0
-        t[4] += r[_F["cached_tokens"]] or 0
-        t[5] += r[_F["cache_write_tokens"]] or 0
-        t[6] += cost or 0.0
-        t[7] += cost is None and (r[_F["total_tokens"]] or 0) > 0
-    for group, t in totals.items():
-        yield group + tuple(t)
-
-
 def _collect(rows: Iterable[tuple], into: list[tuple]) -> Iterator[tuple]:
-    # Passes rows through to executemany, keeping them for _daily_totals.
+    # Passes rows through to executemany, keeping them for daily_totals.
     for row in rows:
         into.append(row)
         yield row
@@ -177,7 +132,7 @@ def _read_migrations(directory: Path) -> list[tuple[int, str, str]]:
 
 async def _connect(path: str, busy_timeout: float, *, query_only: bool = False) -> aiosqlite.Connection:
     # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
-    db = await aiosqlite.connect(path, timeout=busy_timeout, isolation_level=None)
+    db = await aiosqlite.connect(path, isolation_level=None)
     try:
         await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         await db.execute("PRAGMA foreign_keys = ON")
@@ -314,6 +269,8 @@ class Store:
         """Insert records in one transaction; a row SQLite refuses is sanitised or dropped alone. Returns rows written."""
         if not records:
             return 0
+        if self._closed:
+            raise StoreUnavailable(f"database {self.path}: the store is closed")
         async with self._write_lock:
             try:
                 try:
@@ -321,7 +278,7 @@ class Store:
                     await self._db.execute("BEGIN IMMEDIATE")
                     # Generators: the rows are built in the database thread, not on the event loop.
                     await self._db.executemany(_INSERT, _collect(map(row_from_interaction, records), rows))
-                    await self._db.executemany(_UPSERT_DAILY, _daily_totals(rows))
+                    await self._db.executemany(_UPSERT_DAILY, daily_totals(rows))
                     await self._db.execute("COMMIT")
                     written = len(records)
                 except Exception as e:
@@ -357,7 +314,7 @@ class Store:
             except _ROW_ERRORS as e:
                 first_error = e
             try:
-                clean = _sanitise(row)
+                clean = sanitise_row(row)
                 await self._db.execute(_INSERT, clean)
                 written.append(clean)
                 log.warning("record %s sanitised before insert: %s", row[0], first_error)
@@ -365,7 +322,7 @@ class Store:
                 self.dropped_rows += 1
                 self.failed_writes += 1
                 log.warning("dropped record %s: %s", row[0], e)
-        await self._db.executemany(_UPSERT_DAILY, _daily_totals(written))
+        await self._db.executemany(_UPSERT_DAILY, daily_totals(written))
         await self._db.execute("COMMIT")
         return len(written)
 
