@@ -83,6 +83,15 @@ class Metrics:
         self.cost_total = 0.0
         self.duration_sum_ms = 0.0
         self.last_updated: float | None = None
+        # labels() hashes and validates its arguments on every call; the children are cached by label tuple.
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def _model_label(self, model: str | None) -> str:
         if not model:
@@ -99,27 +108,27 @@ class Metrics:
         provider = record.provider or "none"
         model = self._model_label(record.model)
         status = str(record.status)
-        self.requests.labels(provider, model, status).inc()
+        self._child(self.requests, provider, model, status).inc()
         if record.key_name:
-            self.requests_by_key.labels(record.key_name).inc()
+            self._child(self.requests_by_key, record.key_name).inc()
             self.by_key[record.key_name] += 1
         seconds = record.duration_ms / 1000
-        self.duration.labels(provider).observe(seconds)
+        self._child(self.duration, provider).observe(seconds)
         if record.overhead_ms is not None:
             self.overhead.observe(record.overhead_ms / 1000)
             self._overheads.append(record.overhead_ms)
         if record.stream and record.ttfb_ms is not None and record.status < 400:
-            self.ttft.labels(provider).observe(record.ttfb_ms / 1000)
+            self._child(self.ttft, provider).observe(record.ttfb_ms / 1000)
             self._ttfts.append(record.ttfb_ms)
         usage = record.usage
         if usage is not None:
             for kind, count in (("prompt", usage.prompt_tokens), ("completion", usage.completion_tokens),
                                 ("cached", usage.cached_tokens), ("cache_write", usage.cache_write_tokens)):
                 if count:
-                    self.tokens.labels(provider, model, kind).inc(count)
+                    self._child(self.tokens, provider, model, kind).inc(count)
                     self.token_totals[kind] += count
         if record.cost_usd:
-            self.cost.labels(provider, model).inc(record.cost_usd)
+            self._child(self.cost, provider, model).inc(record.cost_usd)
             self.cost_total += record.cost_usd
         self.total += 1
         self.by_provider[provider] += 1
