@@ -49,9 +49,13 @@ class Gateway:
     port: int
     json_log: JsonLogSink
     pruner: asyncio.Task[None]
+    stopped: bool = False
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let in-flight requests finish (bounded), flush the records, close everything."""
+        if self.stopped:
+            return
+        self.stopped = True
         ctx = self.ctx
         ctx.shutting_down = True
         self.server.stop()

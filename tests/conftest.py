@@ -75,8 +75,7 @@ def start_gateway(io_loop, tmp_path, fake_openai) -> Callable[..., Any]:  # type
 
     yield _start
     for gateway in running:
-        if not gateway.ctx.shutting_down:
-            io_loop.run_sync(lambda: gateway.stop(grace=2))
+        io_loop.run_sync(lambda: gateway.stop(grace=2))
 
 
 @pytest.fixture
@@ -86,3 +85,15 @@ def gateway(io_loop, start_gateway) -> Gateway:  # type: ignore[no-untyped-def]
 
 def base_url(gateway: Gateway, suffix: str = "/v1") -> str:
     return f"http://127.0.0.1:{gateway.port}{suffix}"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A database left open would keep the run from ever exiting (aiosqlite's thread): fail loudly instead."""
+    import sys
+    import threading
+
+    leaked = [t for t in threading.enumerate() if "connection_worker" in t.name and t.is_alive()]
+    if leaked:
+        print(f"\nFAILED: {len(leaked)} aiosqlite connection(s) were never closed; a test leaks a Store.", flush=True)
+        sys.stderr.flush()
+        os._exit(1)
