@@ -6,7 +6,8 @@ import re
 from dataclasses import dataclass
 
 # An event ends at an empty line; lines may end in CRLF, LF or CR (the SSE spec allows all three).
-_EVENT_END = re.compile(rb"(?:\r\n|\r|\n)(?:\r\n|\r|\n)")
+# A CR directly followed by LF is one line end, never two (else every CRLF would end an event).
+_EVENT_END = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r(?!\n)|\n)")
 _LINE_SPLIT = re.compile(r"\r\n|\r|\n")
 
 

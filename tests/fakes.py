@@ -13,6 +13,7 @@ Tests script its behaviour by the requested model name and read what it received
 - "stall-stream": one chunk, then silence
 - "reset-mid-stream": two chunks, then the connection is reset
 - "tool-call": a tool call (streamed as argument fragments)
+- "split-crlf": the ordinary stream with CRLF line ends, written one byte per TCP write
 """
 
 from __future__ import annotations
@@ -170,9 +171,10 @@ class FakeChatHandler(_Base):
             }
             if include_usage:
                 document["usage"] = None
-            return b"data: " + json.dumps(document).encode() + b"\n\n"
+            # OpenAI sends UTF-8 as is, so multi-byte characters can be split across reads.
+            return b"data: " + json.dumps(document, ensure_ascii=False).encode() + b"\n\n"
 
-        pieces = _split(text, 8)
+        pieces = _split(text + (" — ünïcødé 😀" if model == "split-crlf" else ""), 8)
         events = [chunk({"role": "assistant", "content": "", "refusal": None})]
         if model == "tool-call":
             events.append(chunk({"tool_calls": [{"index": 0, "id": "call_abc123", "type": "function",
@@ -190,6 +192,9 @@ class FakeChatHandler(_Base):
             events.append(b"data: " + json.dumps(usage_doc).encode() + b"\n\n")
         events.append(b"data: [DONE]\n\n")
 
+        if model == "split-crlf":
+            events = [e.replace(b"\n", b"\r\n") for e in events]
+            events = [bytes([b]) for e in events for b in e]  # every byte its own write
         self.state.open_streams += 1
         try:
             for index, event in enumerate(events):

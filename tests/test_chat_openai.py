@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 
 import openai
@@ -144,3 +145,22 @@ async def test_models_lists_allow_list_when_set(gateway):
     models = await client.models.list()
     assert [m.id for m in models.data] == ["gpt-4o-mini"]
     await client.close()
+
+
+async def test_stream_split_byte_by_byte_with_crlf_arrives_byte_identical(gateway, fake_openai):
+    body = json.dumps({"model": "split-crlf", "stream": True, "stream_options": {"include_usage": True},
+                       "messages": [{"role": "user", "content": "split"}]})
+    direct = await AsyncHTTPClient().fetch(HTTPRequest(fake_openai.base_url + "/chat/completions", method="POST", body=body))
+    through = await AsyncHTTPClient().fetch(HTTPRequest(
+        base_url(gateway) + "/chat/completions", method="POST", body=body,
+        headers={"Authorization": f"Bearer {VK_OPENAI}"}))
+
+    def normalize(raw: bytes) -> bytes:  # the fake's ids and timestamps differ per request
+        return re.sub(rb'"(id|created)": ("[^"]*"|\d+)', b'"ID"', raw)
+
+    assert b"\r\n\r\n" in through.body and "😀".encode() in through.body  # a 4-byte character, sent byte by byte
+    assert normalize(through.body) == normalize(direct.body)
+    await gateway.ctx.recorder.close()
+    row = await gateway.ctx.store.get((await gateway.ctx.store.recent(limit=1))[0].id)
+    assert row.completion_tokens == 8 and not row.incomplete
+    assert "ünïcødé 😀" in json.loads(row.response)["choices"][0]["message"]["content"]
