@@ -14,6 +14,7 @@ Tests script its behaviour by the requested model name and read what it received
 - "reset-mid-stream": two chunks, then the connection is reset
 - "tool-call": a tool call (streamed as argument fragments)
 - "split-crlf": the ordinary stream with CRLF line ends, written one byte per TCP write
+- "firehose": a stream of 4,000 chunks of 4 KB sent as fast as the reader takes them
 """
 
 from __future__ import annotations
@@ -129,6 +130,8 @@ class FakeChatHandler(_Base):
             await self.state.release.wait()
             return
         text = f"Echo: {_last_user_text(body)}"
+        if model == "firehose":
+            text = "x" * 16_000_000
         if body.get("stream"):
             await self._stream(body, text)
         else:
@@ -174,7 +177,7 @@ class FakeChatHandler(_Base):
             # OpenAI sends UTF-8 as is, so multi-byte characters can be split across reads.
             return b"data: " + json.dumps(document, ensure_ascii=False).encode() + b"\n\n"
 
-        pieces = _split(text + (" — ünïcødé 😀" if model == "split-crlf" else ""), 8)
+        pieces = _split(text + (" — ünïcødé 😀" if model == "split-crlf" else ""), 4000 if model == "firehose" else 8)
         events = [chunk({"role": "assistant", "content": "", "refusal": None})]
         if model == "tool-call":
             events.append(chunk({"tool_calls": [{"index": 0, "id": "call_abc123", "type": "function",

@@ -57,3 +57,25 @@ async def test_client_disconnect_while_waiting_closes_upstream(gateway, fake_ope
     await gateway.ctx.recorder.close()
     rows = await gateway.ctx.store.recent(limit=5)
     assert rows[0].status == 499
+
+
+async def test_client_that_stops_reading_is_cut_off_and_upstream_closed(start_gateway, fake_openai):
+    gateway = await start_gateway(request_timeout=0.5, header_timeout=1)
+    stream = await open_raw_request(gateway.port, {"model": "firehose", "stream": True,
+                                                   "messages": [{"role": "user", "content": "everything"}]})
+    # Never read: buffers fill, the relay blocks, the idle watchdog ends the upstream call; the
+    # gateway then hangs up on this client (after one more timeout if bytes are still pending, or
+    # when the idle keep-alive connection reaches HEADER_TIMEOUT).
+    await wait_for(lambda: fake_openai.state.open_streams == 0 and len(fake_openai.received) == 1, timeout=5)
+    await wait_for(lambda: gateway.ctx.in_flight == 0, timeout=5)
+    closed = asyncio.get_running_loop().create_future()
+    stream.set_close_callback(lambda: closed.done() or closed.set_result(True))
+    try:
+        while True:  # drain what was buffered until the gateway closes the connection
+            await asyncio.wait_for(stream.read_bytes(1 << 20, partial=True), 5)
+    except Exception:
+        pass
+    assert stream.closed()
+    await gateway.ctx.recorder.close()
+    rows = await gateway.ctx.store.recent(limit=1)
+    assert rows[0].status == 504 and rows[0].incomplete

@@ -6,6 +6,8 @@ import json
 from typing import Callable
 
 from tornado.httputil import HTTPHeaders
+from tornado.ioloop import IOLoop
+from tornado.iostream import IOStream
 from tornado.web import stream_request_body
 
 from .. import sse
@@ -22,6 +24,11 @@ ReadReply = Callable[[int, HTTPHeaders, bytes], Reply]
 
 def _no_headers(status: int, headers: HTTPHeaders) -> None:
     return None
+
+
+def _close_if_still_writing(stream: IOStream) -> None:
+    if not stream.closed() and stream.writing():
+        stream.close()
 
 
 @stream_request_body
@@ -165,6 +172,10 @@ class ProxyHandler(BaseHandler):
             if not self._finished:
                 self.finish()
             return
+        # A client that stopped reading would hold its socket and our unsent bytes forever:
+        # give it one more timeout to take the error event, then hang up.
+        stream = self.request.connection.stream  # type: ignore[union-attr]
+        IOLoop.current().call_later(self.ctx.config.request_timeout, _close_if_still_writing, stream)
         self.write(self.stream_error_event(error))
         self.finish()
 
