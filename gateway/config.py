@@ -96,6 +96,8 @@ SETTINGS: dict[str, Setting] = {
     "overload_wait": Setting("OVERLOAD_WAIT", "2", _positive_float, "Seconds a request may wait for an upstream slot before 503."),
     "header_timeout": Setting("HEADER_TIMEOUT", "10", _positive_float, "Seconds a client has to send request headers (and between body reads)."),
     "admin_key": Setting("GATEWAY_ADMIN_KEY", None, _text, "Admin key for the dashboard; generated and printed at start when unset."),
+    "upstream_retries": Setting("UPSTREAM_RETRIES", "1", _non_negative_int, "Retries of a refused/reset provider connection or a 502/503/529, before any byte reached the client (0: off)."),
+    "retry_backoff": Setting("RETRY_BACKOFF", "0.25", _positive_float, "Seconds before the first retry (doubling, with jitter)."),
     "shutdown_grace": Setting("SHUTDOWN_GRACE", "30", _positive_float, "Seconds in-flight requests get to finish on SIGTERM/SIGINT."),
 }
 
@@ -124,6 +126,8 @@ class Config:
     overload_wait: float
     header_timeout: float
     admin_key: str | None
+    upstream_retries: int
+    retry_backoff: float
     shutdown_grace: float
 
     @classmethod

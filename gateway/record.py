@@ -53,3 +53,4 @@ class Interaction:
     response: str | None = None  # the reply body, or the assembled reply of a stream (JSON text)
     incomplete: bool = False  # a stream that ended without its terminator
     quota_counted: bool = False  # admitted against the key's quota
+    retries: int = 0  # provider calls sent again (see UPSTREAM_RETRIES)

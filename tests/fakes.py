@@ -14,6 +14,7 @@ Tests script its behaviour by the requested model name and read what it received
 - "reset-mid-stream": two chunks, then the connection is reset
 - "tool-call": a tool call (streamed as argument fragments)
 - "split-crlf": the ordinary stream with CRLF line ends, written one byte per TCP write
+- "flaky-503": 503 on every odd-numbered call of this model, the echo on the others
 - "firehose": a stream of 4,000 chunks of 4 KB sent as fast as the reader takes them
 """
 
@@ -50,6 +51,7 @@ class FakeState:
     received: list[Received] = field(default_factory=list)
     release: asyncio.Event = field(default_factory=asyncio.Event)
     open_streams: int = 0
+    calls: dict[str, int] = field(default_factory=dict)  # per model
     closed_by_peer: int = 0  # requests whose connection the gateway closed before the reply ended
 
 
@@ -108,6 +110,9 @@ class FakeChatHandler(_Base):
         self.set_header("x-request-id", "req_fake123")
         self.set_header("openai-processing-ms", "12")
         self.set_header("Set-Cookie", "__cf_bm=secret-cookie")
+        self.state.calls[model] = calls = self.state.calls.get(model, 0) + 1
+        if model == "flaky-503" and calls % 2 == 1:
+            return self._error(503, "The engine is currently overloaded, please try again later.", "server_error")
         if model == "fault-500":
             return self._error(500, "The server had an error while processing your request.", "server_error")
         if model == "fault-429":

@@ -45,6 +45,7 @@ class BaseHandler(RequestHandler):
         self.record = Interaction(method=request.method or "", path=request.path, endpoint=self.endpoint,
                                   client_ip=request.remote_ip or "")
         self.exchange: Exchange | None = None
+        self.waited_before_s = 0.0  # provider time of earlier attempts (retries) and their backoff
         self.key: VirtualKey | None = None
         self._overhead_stamped = False
 
@@ -84,7 +85,7 @@ class BaseHandler(RequestHandler):
             return
         self._overhead_stamped = True
         elapsed = time.perf_counter() - self.started
-        waited = self.exchange.upstream_s if self.exchange is not None else 0.0
+        waited = self.waited_before_s + (self.exchange.upstream_s if self.exchange is not None else 0.0)
         self.set_header("x-gateway-overhead-ms", f"{max(0.0, elapsed - waited) * 1000:.3f}")
 
     def flush(self, include_footers: bool = False) -> Any:
@@ -133,7 +134,7 @@ class BaseHandler(RequestHandler):
             record.status = self.get_status()
         record.duration_ms = (time.perf_counter() - self.started) * 1000
         if self.exchange is not None and self.exchange.started:
-            record.upstream_ms = self.exchange.upstream_s * 1000
+            record.upstream_ms = (self.waited_before_s + self.exchange.upstream_s) * 1000
             record.overhead_ms = max(0.0, record.duration_ms - record.upstream_ms)
         else:
             record.overhead_ms = record.duration_ms

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Callable
+import logging
+import random
+import time
+from typing import Any, Callable
 
 from tornado.httputil import HTTPHeaders
 from tornado.ioloop import IOLoop
@@ -14,8 +18,13 @@ from .. import sse
 from ..errors import ClientClosed, GatewayError, PayloadTooLarge, UnsupportedMediaType, UpstreamUnavailable
 from ..keys import VirtualKey
 from ..providers.base import Reply, StreamRelay, relayed_headers
-from ..upstream import UpstreamRequest
+from ..upstream import Exchange, UpstreamRequest
 from .base import BaseHandler
+
+log = logging.getLogger(__name__)
+
+# Provider statuses that say "try again": bad gateway, unavailable, and Anthropic's overloaded.
+RETRIED_STATUSES = frozenset({502, 503, 529})
 
 _JSON_LIKE = ("application/json", "", "text/plain", "application/x-www-form-urlencoded")
 
@@ -80,7 +89,6 @@ class ProxyHandler(BaseHandler):
 
     async def relay_reply(self, request: UpstreamRequest, read_reply: ReadReply) -> None:
         """Forward the request, wait for the whole reply, and send it (translated) to the client."""
-        exchange = self.exchange = self.ctx.upstream.exchange(request)
         limit = self.ctx.upstream.max_response_bytes
         chunks: list[bytes] = []
         size = 0
@@ -92,8 +100,35 @@ class ProxyHandler(BaseHandler):
                 raise UpstreamUnavailable(f"The provider's reply exceeds the gateway's limit of {limit} bytes.")
             chunks.append(data)
 
-        await exchange.run(_no_headers, collect)
+        exchange = await self.call_upstream(request, _no_headers, collect, reset=chunks.clear)
         self.send_reply(read_reply(exchange.status or 502, exchange.headers, b"".join(chunks)), exchange.headers)
+
+    async def call_upstream(self, request: UpstreamRequest, on_headers: Callable[[int, HTTPHeaders], None],
+                            on_chunk: Callable[[bytes], Any], reset: Callable[[], None]) -> Exchange:
+        """Run the provider call; retry (UPSTREAM_RETRIES times, with backoff and jitter) a refused or
+        reset connection or a 502/503/529, but only while nothing has reached the client."""
+        config = self.ctx.config
+        attempts = config.upstream_retries + 1
+        for attempt in range(attempts):
+            exchange = self.exchange = self.ctx.upstream.exchange(request)
+            last = attempt + 1 == attempts
+            try:
+                await exchange.run(on_headers, on_chunk)
+            except UpstreamUnavailable:
+                if last or exchange.first_byte_at is not None or self._headers_written:
+                    raise
+            else:
+                if last or exchange.status not in RETRIED_STATUSES or self._headers_written:
+                    return exchange
+            log.info("retrying %s for key %s after %s", request.url, self.record.key_name,
+                     exchange.status or "a failed connection")
+            # Time spent on a failed attempt and the backoff is waiting, not the gateway's own work.
+            started = time.perf_counter()
+            await asyncio.sleep(config.retry_backoff * (2 ** attempt) * (0.5 + random.random()))
+            self.waited_before_s += exchange.upstream_s + (time.perf_counter() - started)
+            self.record.retries += 1
+            reset()
+        raise AssertionError("unreachable")
 
     def send_reply(self, reply: Reply, upstream_headers: HTTPHeaders) -> None:
         """Write a complete reply and record what it says."""
@@ -111,7 +146,6 @@ class ProxyHandler(BaseHandler):
 
     async def relay_stream(self, request: UpstreamRequest, relay: StreamRelay, read_reply: ReadReply) -> None:
         """Forward the request and relay the provider's SSE stream event by event, flushing each."""
-        exchange = self.exchange = self.ctx.upstream.exchange(request)
         decoder = sse.Decoder()
         limit = self.ctx.upstream.max_response_bytes
         buffered: list[bytes] = []  # a non-stream reply (an error) is read whole
@@ -142,7 +176,7 @@ class ProxyHandler(BaseHandler):
                 await self.flush()
 
         try:
-            await exchange.run(on_headers, on_chunk)
+            exchange = await self.call_upstream(request, on_headers, on_chunk, reset=buffered.clear)
         except GatewayError as error:
             if not self._headers_written:
                 self.clear()
