@@ -14,6 +14,7 @@ Tests script its behaviour by the requested model name and read what it received
 - "reset-mid-stream": two chunks, then the connection is reset
 - "tool-call": a tool call (streamed as argument fragments)
 - "split-crlf": the ordinary stream with CRLF line ends, written one byte per TCP write
+- "no-done": the ordinary stream, ended without its `data: [DONE]`
 - "flaky-503": 503 on every odd-numbered call of this model, the echo on the others
 - "firehose": a stream of 4,000 chunks of 4 KB sent as fast as the reader takes them
 """
@@ -198,7 +199,8 @@ class FakeChatHandler(_Base):
                          "system_fingerprint": "fp_fake", "choices": [],
                          "usage": _usage(len(json.dumps(body["messages"])) // 4, len(pieces))}
             events.append(b"data: " + json.dumps(usage_doc).encode() + b"\n\n")
-        events.append(b"data: [DONE]\n\n")
+        if model != "no-done":
+            events.append(b"data: [DONE]\n\n")
 
         if model == "split-crlf":
             events = [e.replace(b"\n", b"\r\n") for e in events]

@@ -182,3 +182,18 @@ async def test_no_response_ever_mentions_the_provider_key(gateway):
         response = await call(gateway, {**GOOD, "model": model})
         assert PROVIDER_KEY not in response.body.decode()
         assert PROVIDER_KEY not in json.dumps(dict(response.headers))
+
+
+async def test_reply_over_the_size_limit_is_502_with_memory_bounded(start_gateway):
+    gateway = await start_gateway(max_response_bytes=200)
+    response = await call(gateway, GOOD)
+    assert response.code == 502
+    assert "limit of 200 bytes" in error_of(response)["message"]
+
+
+async def test_stream_without_done_is_recorded_incomplete(gateway):
+    response = await call(gateway, {**GOOD, "model": "no-done", "stream": True})
+    assert response.code == 200 and b"[DONE]" not in response.body
+    await gateway.ctx.recorder.close()
+    row = (await gateway.ctx.store.recent(limit=1))[0]
+    assert row.incomplete and row.completion_tokens
