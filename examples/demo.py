@@ -253,9 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="gateway-demo-"))
     keys = {"virtual_keys": {
         # A generous quota, so trying every example a few times never runs into 429.
-        OPENAI_KEY: {"name": "demo-openai", "provider": "openai", "api_key": "sk-placeholder-not-used",
+        OPENAI_KEY: {"name": "demo-openai", "provider": "openai", "api_key": "placeholder.openai.key.not-used",
                      "quota_limit": 1000},
-        ANTHROPIC_KEY: {"name": "demo-anthropic", "provider": "anthropic", "api_key": "sk-ant-placeholder-not-used",
+        ANTHROPIC_KEY: {"name": "demo-anthropic", "provider": "anthropic", "api_key": "placeholder.anthropic.key.not-used",
                         "quota_limit": 1000},
     }}
     (tmp / "keys.json").write_text(json.dumps(keys, indent=2))

@@ -16,7 +16,7 @@ from tests.fakes import FakeOpenAI
 
 # Canary secrets: tests assert these never leave the gateway except in the upstream request.
 PROVIDER_KEY = "sk-CANARY-openai-provider-key-do-not-leak"
-ANTHROPIC_PROVIDER_KEY = "sk-ant-CANARY-anthropic-provider-key-do-not-leak"
+ANTHROPIC_PROVIDER_KEY = "sk-ant-CANARY.anthropic.provider.key.do.not.leak"
 VK_OPENAI = "vk_user1_openai"
 VK_LIMITED = "vk_limited_models"
 VK_SMALL_QUOTA = "vk_small_quota"
