@@ -13,6 +13,7 @@ from tornado.web import HTTPError, RequestHandler
 from ..context import Context
 from ..errors import (
     AuthenticationFailed,
+    ClientClosed,
     GatewayError,
     MethodNotAllowed,
     NotFound,
@@ -34,8 +35,8 @@ class BaseHandler(RequestHandler):
     """Every API handler: fills one Interaction per request and renders errors in its family's shape."""
 
     endpoint = "other"
-    family = "openai"
-    recorded = True  # False for operator endpoints (health, metrics, dashboard): not API traffic  # which error shape this endpoint speaks: "openai" or "anthropic"
+    family = "openai"  # which error shape this endpoint speaks: "openai" or "anthropic"
+    recorded = True  # False for operator endpoints (health, metrics, dashboard): not API traffic
 
     def initialize(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -123,8 +124,6 @@ class BaseHandler(RequestHandler):
 
     def on_connection_close(self) -> None:
         if self.exchange is not None and not self._finished:
-            from ..errors import ClientClosed
-
             self.exchange.abort(ClientClosed("The client closed the connection."))
 
     def on_finish(self) -> None:

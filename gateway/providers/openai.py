@@ -112,7 +112,9 @@ class OpenAIProvider:
             "Use /v1/chat/completions with this key."
         )
 
-    messages_reply = models_reply  # never reached: messages_request refuses first
+    def messages_reply(self, status: int, headers: HTTPHeaders, body: bytes) -> Reply:
+        """Never reached: messages_request refuses first."""
+        raise InvalidRequest("This virtual key maps to OpenAI.")
 
     def messages_stream(self) -> "OpenAIStream":
         """Never reached: messages_request refuses first."""
