@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from importlib import resources
 from typing import Any, Callable
 
@@ -142,7 +143,23 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # We forward the bytes as sent: if we read the last "model" and the provider the first, the model
+    # allowlist, pricing and the log would all describe a request other than the one served.
+    # Costs 1-6 µs per body (measured on 2- and 20-message bodies).
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise ValueError(f"duplicate key {name!r}")
+            seen.add(name)
+    return document
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, object_pairs_hook=_refuse_duplicate_keys)
+# A \uD800-\uDFFF escape: half of a surrogate pair, or a lone one that no UTF-8 encoder can write.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
@@ -160,7 +177,19 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidRequest(f"The request body must be a JSON object, not {_json_type(body)}.")
+    if _SURROGATE_ESCAPE.search(raw) is not None and not _encodable(body):
+        raise InvalidRequest("The request body holds a lone UTF-16 surrogate escape (\\uD800-\\uDFFF), "
+                             "which is not a character.")
     return body
+
+
+def _encodable(body: dict[str, Any]) -> bool:
+    """Whether every string decodes to real characters: JSON lets \\ud83d\\ude00 spell one, but not \\ud800 alone."""
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def validate(schema: Schema, body: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.iostream import IOStream, StreamClosedError
 
-from tests.conftest import VK_OPENAI
+from tests.conftest import VK_ANTHROPIC, VK_LIMITED, VK_OPENAI
 
 GOOD = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}'
 
@@ -44,19 +44,79 @@ def status_of(head: bytes) -> int:
     return int(head.split(b" ", 2)[1]) if head else 0
 
 
-@pytest.mark.parametrize("body", [
+async def whole_exchange(port: int, request: bytes, timeout: float = 5.0) -> tuple[int, bytes]:
+    """Send bytes as they are (the request must say Connection: close); the status and the body."""
+    stream = IOStream(socket.socket())
+    await stream.connect(("127.0.0.1", port))
+    await stream.write(request)
+    try:
+        reply = await asyncio.wait_for(stream.read_until_close(), timeout)
+    finally:
+        stream.close()
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return status_of(head), body
+
+
+async def recorded(gateway) -> list:  # type: ignore[no-untyped-def]
+    """Every row the gateway wrote, oldest first (closes its recorder to flush it)."""
+    await gateway.ctx.recorder.close()
+    return list(reversed(await gateway.ctx.store.recent(limit=100)))
+
+
+HOSTILE_BODIES = [
     b"", b"{", b'{"model": "x"} trailing', b"null", b"[]", b"[" * 100_000, b"\xff\xfe{}",
-    b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "\\ud800"}], "temperature": Infinity}',
+    b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "temperature": Infinity}',
+    b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "temperature": NaN}',
+    b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "\\ud800 alone"}]}',
+    b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "\\udfff": 1}',
+    b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x", "content": "y"}]}',
     b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "max_tokens": -5}',
     b'{"model": ["gpt"], "messages": {"role": "user"}}',
     b'{"model": "gpt-4o-mini", "messages": [{"role": "wizard", "content": "x"}]}',
-    b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}], "n": "two"}',
-])
-async def test_hostile_bodies_are_4xx_without_upstream_call(gateway, fake_openai, body):
-    head = await raw_exchange(gateway.port, request_bytes(body))
-    assert 400 <= status_of(head) < 500
+    b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "n": "two"}',
+    b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}',
+    b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": ["just a string"]}]}',
+]
+
+
+@pytest.mark.parametrize("body", HOSTILE_BODIES)
+async def test_hostile_bodies_are_4xx_in_openai_shape_logged_without_upstream_call(gateway, fake_openai, body):
+    status, reply = await whole_exchange(gateway.port, request_bytes(body, {"Connection": "close"}))
+    assert status == 400
+    error = json.loads(reply)["error"]
+    assert error["type"] == "invalid_request_error" and error["message"]
     assert fake_openai.received == []
     assert gateway.ctx.quota.used("user1") == 0
+    [row] = await recorded(gateway)
+    assert row.status == 400 and row.key == "user1" and row.error_type == "invalid_request_error"
+
+
+@pytest.mark.parametrize("body", HOSTILE_BODIES[:12])
+async def test_hostile_bodies_on_the_messages_endpoint_are_4xx_in_anthropic_shape(gateway, body):
+    body = body.replace(b'{"model"', b'{"max_tokens": 16, "model"', 1)  # refused for its own fault, not this
+    status, reply = await whole_exchange(gateway.port, request_bytes(
+        body, {"Connection": "close", "Authorization": f"Bearer {VK_ANTHROPIC}"}, path="/v1/messages"))
+    assert status == 400
+    document = json.loads(reply)
+    assert document["type"] == "error" and document["error"]["type"] == "invalid_request_error"
+    assert "max_tokens" not in document["error"]["message"]
+    assert gateway.ctx.quota.used("user2") == 0
+
+
+async def test_a_duplicate_model_cannot_slip_past_the_model_allowlist(gateway, fake_openai):
+    # The allowlist would read the last "model", a provider may serve the first: refused outright.
+    body = b'{"model": "gpt-4o", "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}'
+    status, reply = await whole_exchange(gateway.port, request_bytes(
+        body, {"Connection": "close", "Authorization": f"Bearer {VK_LIMITED}"}))
+    assert status == 400 and "duplicate key 'model'" in json.loads(reply)["error"]["message"]
+    assert fake_openai.received == []
+
+
+async def test_a_surrogate_pair_escape_is_a_character_and_passes_unchanged(gateway, fake_openai):
+    body = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "smile \\ud83d\\ude00"}]}'
+    status, reply = await whole_exchange(gateway.port, request_bytes(body, {"Connection": "close"}))
+    assert status == 200 and json.loads(reply)["choices"][0]["message"]["content"] == "Echo: smile \U0001f600"
+    assert fake_openai.received[0].body == body
 
 
 @pytest.mark.parametrize("headers, expected", [
@@ -66,6 +126,11 @@ async def test_hostile_bodies_are_4xx_without_upstream_call(gateway, fake_openai
     ({"Authorization": "Bearer " + "A" * 100_000}, 431),
     ({"Authorization": f"Bearer '{VK_OPENAI}' OR 1=1 --"}, 401),
     ({"Authorization": "Bearer " + "0" * 64}, 401),
+    ({"X-Note": "a\rb"}, 400),  # a bare CR inside a header: Tornado refuses the request and closes
+    ({"X-Note": "a\r\n folded"}, 400),  # obsolete line folding, a request-smuggling staple
+    ({"Host": "evil.example"}, 200),  # the Host header plays no part in routing or auth
+    ({"Host": "evil.example/dashboard"}, 400),
+    ({"Host": "127.0.0.1:1@evil.example"}, 400),
 ])
 async def test_header_variants(gateway, headers, expected):
     head = await raw_exchange(gateway.port, request_bytes(GOOD, headers))
@@ -74,6 +139,23 @@ async def test_header_variants(gateway, headers, expected):
         assert status_of(head) in (0, 400, 431)
     else:
         assert status_of(head) == expected
+
+
+@pytest.mark.parametrize("second, expected", [("vk_someone_else", 401), (VK_OPENAI, 200)])
+async def test_two_authorization_headers_must_agree(gateway, fake_openai, second, expected):
+    raw = request_bytes(GOOD).replace(b"\r\n\r\n", f"\r\nAuthorization: Bearer {second}\r\n\r\n".encode(), 1)
+    assert status_of(await raw_exchange(gateway.port, raw)) == expected
+    assert len(fake_openai.received) == (1 if expected == 200 else 0)
+
+
+@pytest.mark.parametrize("key, expected", [(None, 401), (VK_OPENAI, 404)])
+async def test_an_absolute_form_target_is_not_a_route_and_needs_no_less_auth(gateway, fake_openai, key, expected):
+    head = {"Host": "127.0.0.1", "Connection": "close"} | ({"Authorization": f"Bearer {key}"} if key else {})
+    raw = b"GET http://evil.example/dashboard HTTP/1.1\r\n" + "".join(
+        f"{k}: {v}\r\n" for k, v in head.items()).encode() + b"\r\n"
+    status, reply = await whole_exchange(gateway.port, raw)
+    assert status in (401, 404) and b"Latest interactions" not in reply
+    assert fake_openai.received == []
 
 
 async def test_a_digest_presented_as_a_key_is_refused(gateway):
