@@ -17,6 +17,9 @@ Tests script its behaviour by the requested model name and read what it received
 - "no-done": the ordinary stream, ended without its `data: [DONE]`
 - "flaky-503": 503 on every odd-numbered call of this model, the echo on the others
 - "firehose": a stream of 4,000 chunks of 4 KB sent as fast as the reader takes them
+- "reset-before-headers": the connection is reset before any byte of a reply
+- "reset-mid-body": a plain reply whose headers and first half arrive, then a reset
+- "steady-<N>x<MS>": N content chunks, MS milliseconds apart (a long but healthy stream)
 """
 
 from __future__ import annotations
@@ -82,6 +85,14 @@ def _last_user_text(body: dict[str, Any]) -> str:
     return ""
 
 
+def _steady(model: str) -> tuple[int, int] | None:
+    """(chunks, milliseconds apart) for a "steady-<N>x<MS>" model, else None."""
+    if not model.startswith("steady-"):
+        return None
+    count, _, gap = model[len("steady-"):].partition("x")
+    return int(count), int(gap)
+
+
 def _split(text: str, parts: int) -> list[str]:
     size = max(1, -(-len(text) // parts))
     pieces = [text[i:i + size] for i in range(0, len(text), size)] or [""]
@@ -135,13 +146,26 @@ class FakeChatHandler(_Base):
         if model == "hang":
             await self.state.release.wait()
             return
+        if model == "reset-before-headers":
+            return self._reset()
         text = f"Echo: {_last_user_text(body)}"
         if model == "firehose":
             text = "x" * 16_000_000
         if body.get("stream"):
             await self._stream(body, text)
+        elif model == "reset-mid-body":
+            await self._reply_cut_short(body, text)
         else:
             self._reply(body, text)
+
+    async def _reply_cut_short(self, body: dict[str, Any], text: str) -> None:
+        whole = self._completion(body, text)
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Content-Length", str(len(whole)))
+        self.write(whole[:len(whole) // 2])
+        await self.flush()
+        await asyncio.sleep(0.05)
+        self._reset()
 
     def _error(self, status: int, message: str, error_type: str, code: str | None = None) -> None:
         self.set_status(status)
@@ -149,6 +173,10 @@ class FakeChatHandler(_Base):
         self.finish(json.dumps({"error": {"message": message, "type": error_type, "param": None, "code": code}}))
 
     def _reply(self, body: dict[str, Any], text: str) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish(self._completion(body, text))
+
+    def _completion(self, body: dict[str, Any], text: str) -> bytes:
         message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None, "annotations": []}
         finish = "stop"
         if body["model"] == "tool-call":
@@ -156,14 +184,13 @@ class FakeChatHandler(_Base):
                 {"id": "call_abc123", "type": "function",
                  "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]}
             finish = "tool_calls"
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({
+        return json.dumps({
             "id": _completion_id(), "object": "chat.completion", "created": int(time.time()),
             "model": body["model"], "system_fingerprint": "fp_fake",
             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
             "usage": _usage(len(json.dumps(body["messages"])) // 4, max(1, len(text) // 4)),
             "service_tier": "default",
-        }))
+        }).encode()
 
     async def _stream(self, body: dict[str, Any], text: str) -> None:
         model = body["model"]
@@ -183,7 +210,11 @@ class FakeChatHandler(_Base):
             # OpenAI sends UTF-8 as is, so multi-byte characters can be split across reads.
             return b"data: " + json.dumps(document, ensure_ascii=False).encode() + b"\n\n"
 
-        pieces = _split(text + (" — ünïcødé 😀" if model == "split-crlf" else ""), 4000 if model == "firehose" else 8)
+        steady = _steady(model)
+        if steady is not None:
+            text = "tick " * steady[0]
+        parts = steady[0] if steady else 4000 if model == "firehose" else 8
+        pieces = _split(text + (" — ünïcødé 😀" if model == "split-crlf" else ""), parts)
         events = [chunk({"role": "assistant", "content": "", "refusal": None})]
         if model == "tool-call":
             events.append(chunk({"tool_calls": [{"index": 0, "id": "call_abc123", "type": "function",
@@ -220,6 +251,8 @@ class FakeChatHandler(_Base):
                 await self.flush()
                 if model == "slow-stream":
                     await asyncio.sleep(0.1)
+                elif steady is not None:
+                    await asyncio.sleep(steady[1] / 1000)
             self.finish()
         finally:
             self.state.open_streams -= 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 
 import openai
@@ -197,3 +198,68 @@ async def test_stream_without_done_is_recorded_incomplete(gateway):
     await gateway.ctx.recorder.close()
     row = (await gateway.ctx.store.recent(limit=1))[0]
     assert row.incomplete and row.completion_tokens
+
+
+def black_hole() -> tuple[socket.socket, list[socket.socket], int]:
+    """A port whose connects hang: a listener that never accepts, with its accept queue already full,
+    so the kernel drops further SYNs (as a firewall that drops packets would)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        fillers.append(filler)
+    time.sleep(0.05)
+    return listener, fillers, port
+
+
+async def test_a_connect_that_hangs_is_answered_within_the_connect_timeout(start_gateway):
+    listener, fillers, port = black_hole()
+    try:
+        gateway = await start_gateway(openai_base_url=f"http://127.0.0.1:{port}/v1", connect_timeout=0.3,
+                                      upstream_retries=0)
+        started = time.perf_counter()
+        response = await call(gateway, GOOD)
+        elapsed = time.perf_counter() - started
+    finally:
+        for sock in (listener, *fillers):
+            sock.close()
+    assert response.code == 504 and elapsed < 1.5
+    assert error_of(response)["code"] == "upstream_timeout"
+    await gateway.ctx.recorder.close()
+    assert (await gateway.ctx.store.recent(limit=1))[0].status == 504
+
+
+async def test_reset_before_headers_is_502_after_one_retry(start_gateway, fake_openai):
+    gateway = await start_gateway(retry_backoff=0.01)
+    response = await call(gateway, {**GOOD, "model": "reset-before-headers"})
+    assert response.code == 502 and error_of(response)["code"] == "upstream_unavailable"
+    assert fake_openai.state.calls["reset-before-headers"] == 2  # nothing reached the client: retried once
+    await gateway.ctx.recorder.close()
+    assert (await gateway.ctx.store.recent(limit=1))[0].status == 502
+
+
+async def test_reset_mid_body_is_502(start_gateway, fake_openai):
+    gateway = await start_gateway(retry_backoff=0.01)
+    response = await call(gateway, {**GOOD, "model": "reset-mid-body"})
+    assert response.code == 502 and "before the reply was complete" in error_of(response)["message"]
+    assert fake_openai.state.calls["reset-mid-body"] == 1  # the provider did the work: not retried
+    await gateway.ctx.recorder.close()
+    assert (await gateway.ctx.store.recent(limit=1))[0].status == 502
+
+
+async def test_a_slow_but_steady_stream_has_no_total_timeout(start_gateway):
+    # The timeout is per gap, not per request: 12 chunks 200 ms apart take eight idle timeouts in all.
+    gateway = await start_gateway(request_timeout=0.3)
+    started = time.perf_counter()
+    response = await call(gateway, {**GOOD, "model": "steady-12x200", "stream": True})
+    assert time.perf_counter() - started > 2.4
+    assert response.code == 200 and response.body.endswith(b"data: [DONE]\n\n")
+    assert response.body.count(b'"content": "tick') == 12
+    await gateway.ctx.recorder.close()
+    row = (await gateway.ctx.store.recent(limit=1))[0]
+    assert row.status == 200 and not row.incomplete
