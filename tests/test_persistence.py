@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sqlite3
-import sys
 import time
 from pathlib import Path
 
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from tests.conftest import PROVIDER_KEY, VK_OPENAI, VK_SMALL_QUOTA, base_url, write_keys
+from tests.processes import GatewayProcess
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def body(model: str = "gpt-4o-mini", **extra) -> str:  # type: ignore[no-untyped-def]
@@ -94,27 +92,15 @@ async def test_restart_keeps_quota(start_gateway, tmp_path):
 async def test_sigterm_finishes_in_flight_requests_and_exits_0(fake_openai, tmp_path):
     keys = write_keys(tmp_path / "keys.json", fake_openai.base_url, "http://127.0.0.1:9")
     db = tmp_path / "gateway.db"
-    env = {**os.environ, "KEYS_FILE_PATH": str(keys), "DATABASE_PATH": str(db), "SERVER_HOST": "127.0.0.1",
-           "SERVER_PORT": "0", "OPENAI_BASE_URL": fake_openai.base_url, "LOG_TO_FILE": "true",
-           "LOG_FILE_PATH": str(tmp_path / "gateway.log")}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", cwd=ROOT, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    port = None
-    deadline = time.monotonic() + 15
-    while port is None and time.monotonic() < deadline:
-        line = (await asyncio.wait_for(process.stderr.readline(), 15)).decode()
-        if "listening on" in line:
-            port = int(line.split("http://127.0.0.1:")[1].split()[0])
-    assert port, "the gateway did not start"
-    in_flight = [asyncio.ensure_future(post(port, body("slow-stream", stream=True))) for _ in range(5)]
+    process = await GatewayProcess.start(keys, db, fake_openai.base_url)
+    in_flight = [asyncio.ensure_future(post(process.port, body("slow-stream", stream=True))) for _ in range(5)]
     while fake_openai.state.open_streams < 5:
         await asyncio.sleep(0.02)
-    process.send_signal(signal.SIGTERM)
+    stopping = asyncio.ensure_future(process.stop(signal.SIGTERM))
     results = await asyncio.gather(*in_flight)
     assert [r.code for r in results] == [200] * 5
     assert all(r.body.endswith(b"data: [DONE]\n\n") for r in results)
-    assert await asyncio.wait_for(process.wait(), 15) == 0
+    assert await stopping == 0
     stored = rows(db)
     assert len(stored) == 5 and all(r["status"] == 200 and r["completion_tokens"] for r in stored)
 

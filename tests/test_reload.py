@@ -1,13 +1,15 @@
-"""Config reload (POST /admin/reload, as SIGHUP): new keys at once, bad files refused, in-flight requests unharmed."""
+"""Config reload (SIGHUP and POST /admin/reload): new keys at once, bad files refused, in-flight requests unharmed."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import signal
 
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
-from tests.conftest import PROVIDER_KEY, VK_OPENAI, base_url
+from tests.conftest import PROVIDER_KEY, VK_OPENAI, base_url, write_keys
+from tests.processes import GatewayProcess
 
 
 async def chat(gateway, key: str, model: str = "gpt-4o-mini", stream: bool = False):  # type: ignore[no-untyped-def]
@@ -58,3 +60,38 @@ async def test_in_flight_stream_finishes_on_the_old_key(gateway, fake_openai):
     assert (await chat(gateway, VK_OPENAI)).code == 401
     finished = await in_flight
     assert finished.code == 200 and finished.body.endswith(b"data: [DONE]\n\n")
+
+
+async def test_sighup_reloads_a_running_process_without_dropping_a_request(fake_openai, tmp_path):
+    keys = write_keys(tmp_path / "keys.json", fake_openai.base_url, "http://127.0.0.1:9")
+    process = await GatewayProcess.start(keys, tmp_path / "gateway.db", fake_openai.base_url)
+
+    async def chat_on(key: str, model: str = "gpt-4o-mini", stream: bool = False):  # type: ignore[no-untyped-def]
+        return await AsyncHTTPClient().fetch(HTTPRequest(
+            f"http://127.0.0.1:{process.port}/v1/chat/completions", method="POST",
+            headers={"Authorization": f"Bearer {key}"}, request_timeout=10,
+            body=json.dumps({"model": model, "stream": stream, "messages": [{"role": "user", "content": "x"}]})),
+            raise_error=False)
+
+    in_flight = asyncio.ensure_future(chat_on(VK_OPENAI, "slow-stream", stream=True))
+    while fake_openai.state.open_streams == 0:
+        await asyncio.sleep(0.01)
+    keys.write_text(json.dumps({"virtual_keys": {
+        "vk_after_hangup": {"name": "after", "provider": "openai", "api_key": PROVIDER_KEY}}}))
+    mark = len(process.lines)
+    process.process.send_signal(signal.SIGHUP)
+    await process.wait_for_line("keys reloaded: 1 virtual keys", after=mark)
+    assert (await chat_on("vk_after_hangup")).code == 200
+    assert (await chat_on(VK_OPENAI)).code == 401  # removed: revoked at once
+    finished = await in_flight  # ... while the stream it had started finishes on it
+    assert finished.code == 200 and finished.body.endswith(b"data: [DONE]\n\n")
+
+    keys.write_text('{"virtual_keys": {"vk_broken": {"provider": "nope", "api_key": "%s"}}}' % PROVIDER_KEY)
+    mark = len(process.lines)
+    process.process.send_signal(signal.SIGHUP)
+    refusal = await process.wait_for_line("keys not reloaded", after=mark)
+    assert "old keys keep serving" in refusal
+    assert (await chat_on("vk_after_hangup")).code == 200
+
+    assert await process.stop(signal.SIGTERM) == 0
+    assert PROVIDER_KEY not in "".join(process.lines)
