@@ -7,6 +7,7 @@ import json
 import socket
 import time
 
+import pytest
 from tornado.iostream import IOStream
 
 from tests.conftest import VK_OPENAI
@@ -34,6 +35,8 @@ async def test_client_disconnect_mid_stream_closes_upstream(gateway, fake_openai
                                                    "messages": [{"role": "user", "content": "a long story"}]})
     first = await stream.read_until(b"\n\n")
     assert b"200 OK" in first
+    for _ in range(3):  # the role chunk, then two of text
+        await stream.read_until(b"\n\n")
     await wait_for(lambda: fake_openai.state.open_streams == 1)
     stream.close()
     started = time.monotonic()
@@ -45,10 +48,14 @@ async def test_client_disconnect_mid_stream_closes_upstream(gateway, fake_openai
     rows = await gateway.ctx.store.recent(limit=5)
     assert rows[0].status == 499
     assert rows[0].incomplete
+    # The provider bills what it streamed before the hang-up: recorded as estimated so far.
+    assert rows[0].completion_tokens >= 2 and rows[0].prompt_tokens == 3  # 12 characters
 
 
-async def test_client_disconnect_while_waiting_closes_upstream(gateway, fake_openai):
-    stream = await open_raw_request(gateway.port, {"model": "hang", "messages": [{"role": "user", "content": "x"}]})
+@pytest.mark.parametrize("streamed", [False, True])  # a plain request, or a stream before its first byte
+async def test_client_disconnect_while_waiting_closes_upstream(gateway, fake_openai, streamed):
+    stream = await open_raw_request(gateway.port, {"model": "hang", "stream": streamed,
+                                                   "messages": [{"role": "user", "content": "x"}]})
     await wait_for(lambda: len(fake_openai.received) == 1)
     stream.close()
     # The fake sees its own connection closed by the gateway: the upstream socket really went away.

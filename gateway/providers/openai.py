@@ -92,7 +92,7 @@ class OpenAIProvider:
     def chat_stream(self, body: dict[str, Any]) -> "OpenAIStream":
         """Relay chunks as they come, dropping the usage chunk the client did not ask for."""
         options = body.get("stream_options")
-        return OpenAIStream(client_wants_usage=isinstance(options, dict) and options.get("include_usage") is True)
+        return OpenAIStream(body, client_wants_usage=isinstance(options, dict) and options.get("include_usage") is True)
 
     def models_request(self, key: VirtualKey) -> UpstreamRequest:
         """GET {base}/models with the real key."""
@@ -139,9 +139,9 @@ def _with_stream_usage(body: dict[str, Any], raw: bytes) -> bytes:
 class OpenAIStream:
     """Forwards OpenAI's SSE events byte for byte while assembling the reply for the record."""
 
-    def __init__(self, *, client_wants_usage: bool) -> None:
+    def __init__(self, body: dict[str, Any], *, client_wants_usage: bool) -> None:
         self.client_wants_usage = client_wants_usage
-        self.usage: Usage | None = None
+        self.reported_usage: Usage | None = None
         self.finished = False
         self.error: dict[str, Any] | None = None
         self._id: str | None = None
@@ -149,6 +149,17 @@ class OpenAIStream:
         self._content: dict[int, list[str]] = {}
         self._tool_calls: dict[int, dict[int, dict[str, Any]]] = {}
         self._finish: dict[int, str] = {}
+        self._body = body
+        self._deltas = 0  # chunks that carried reply text or tool-call arguments
+
+    @property
+    def usage(self) -> Usage | None:
+        """The provider's usage; if it never came (the stream was cut, or the client left), an estimate
+        of what was streamed so far, since the provider bills that too: one token per delta (OpenAI
+        sends about one per chunk) and the prompt at four characters a token."""
+        if self.reported_usage is not None or self._deltas == 0:
+            return self.reported_usage
+        return Usage(prompt_tokens=_estimate_prompt_tokens(self._body), completion_tokens=self._deltas)
 
     def feed(self, event: Event) -> list[bytes]:
         """Pass the event on unchanged, except the usage-only chunk the client did not request."""
@@ -171,7 +182,7 @@ class OpenAIStream:
         self._model = self._model or chunk.get("model")
         usage = chunk.get("usage")
         if usage:
-            self.usage = usage_from_openai(usage) or self.usage
+            self.reported_usage = usage_from_openai(usage) or self.reported_usage
         choices = chunk.get("choices")
         if choices:
             self._assemble(choices)
@@ -189,8 +200,9 @@ class OpenAIStream:
                 continue
             index = choice.get("index", 0)
             delta = choice.get("delta") or {}
-            if isinstance(delta.get("content"), str):
+            if isinstance(delta.get("content"), str) and delta["content"]:
                 self._content.setdefault(index, []).append(delta["content"])
+                self._deltas += 1
             for call in delta.get("tool_calls") or ():
                 if not isinstance(call, dict):
                     continue
@@ -201,6 +213,7 @@ class OpenAIStream:
                 function = call.get("function") or {}
                 slot["function"]["name"] += function.get("name") or ""
                 slot["function"]["arguments"] += function.get("arguments") or ""
+                self._deltas += 1
             if choice.get("finish_reason"):
                 self._finish[index] = choice["finish_reason"]
 
@@ -219,3 +232,15 @@ class OpenAIStream:
             document["usage"] = {"prompt_tokens": self.usage.prompt_tokens, "completion_tokens": self.usage.completion_tokens,
                                  "total_tokens": self.usage.total_tokens}
         return json.dumps(document, ensure_ascii=False)
+
+
+def _estimate_prompt_tokens(body: dict[str, Any]) -> int:
+    """Characters of the messages' text over four, rounded up (no tokenizer: it would need a download)."""
+    characters = 0
+    for message in body.get("messages") or ():
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            characters += len(content)
+        elif isinstance(content, list):
+            characters += sum(len(part.get("text") or "") for part in content if isinstance(part, dict))
+    return -(-characters // 4)
