@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -81,6 +82,28 @@ def start_gateway(io_loop, tmp_path, fake_openai) -> Callable[..., Any]:  # type
 @pytest.fixture
 def gateway(io_loop, start_gateway) -> Gateway:  # type: ignore[no-untyped-def]
     return io_loop.run_sync(start_gateway)
+
+
+CANARIES = (PROVIDER_KEY, ANTHROPIC_PROVIDER_KEY, VK_OPENAI, VK_LIMITED, VK_SMALL_QUOTA, VK_ANTHROPIC)
+# What the gateway writes: its database (and WAL) and JSON log. keys.json holds the keys by design.
+_WRITTEN_BY_THE_GATEWAY = ("*.db", "*.db-wal", "*.log")
+
+
+@pytest.fixture(autouse=True)
+def no_secret_in_any_log_or_file(caplog: pytest.LogCaptureFixture, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Every test, faults included: no canary key in a log record (tracebacks included) or in a file
+    the gateway wrote. test_secrets.py checks responses, pages and metrics on top of this."""
+    caplog.set_level(logging.INFO)
+    yield
+    for record in [*caplog.get_records("setup"), *caplog.get_records("call"), *caplog.get_records("teardown")]:
+        text = record.getMessage() + (logging.Formatter().formatException(record.exc_info) if record.exc_info else "")
+        leaked = [c for c in CANARIES if c in text]
+        assert not leaked, f"a key reached the log ({record.name}): {text[:300]}"
+    for pattern in _WRITTEN_BY_THE_GATEWAY:
+        for path in (found for found in tmp_path.rglob(pattern) if found.is_file()):
+            content = path.read_bytes()
+            leaked = [c for c in CANARIES if c.encode() in content]
+            assert not leaked, f"a key reached {path.name}"
 
 
 def base_url(gateway: Gateway, suffix: str = "/v1") -> str:
