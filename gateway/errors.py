@@ -129,6 +129,15 @@ class ClientClosed(GatewayError):
     code = "client_closed_request"
 
 
+class BodyTimeout(GatewayError):
+    """The client stopped sending its request body for HEADER_TIMEOUT; the connection was closed."""
+
+    status = 408
+    error_type = "timeout_error"
+    anthropic_type = "timeout_error"
+    code = "request_body_timeout"
+
+
 def openai_shape(message: str, error_type: str, code: str | None = None, param: str | None = None) -> dict:
     """OpenAI's error body: {"error": {"message", "type", "param", "code"}}."""
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}

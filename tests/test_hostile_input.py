@@ -234,3 +234,25 @@ def test_any_json_body_is_answered_without_5xx(io_loop, gateway, document):
 
     status = io_loop.run_sync(one)
     assert status < 500
+
+
+@pytest.mark.parametrize("client_leaves", [False, True])
+async def test_a_body_cut_short_is_recorded_and_released(start_gateway, fake_openai, client_leaves):
+    # Headers done, part of the body, then silence (Tornado hangs up after HEADER_TIMEOUT) or a hang-up.
+    gateway = await start_gateway(header_timeout=0.3)
+    stream = IOStream(socket.socket())
+    await stream.connect(("127.0.0.1", gateway.port))
+    await stream.write(request_bytes(GOOD)[:-20])
+    if client_leaves:
+        await asyncio.sleep(0.05)
+        stream.close()
+    else:
+        assert await asyncio.wait_for(stream.read_until_close(), 2) == b""  # closed by the gateway
+    deadline = asyncio.get_running_loop().time() + 2
+    while gateway.ctx.in_flight and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.02)
+    assert gateway.ctx.in_flight == 0
+    assert fake_openai.received == [] and gateway.ctx.quota.used("user1") == 0
+    [row] = await recorded(gateway)
+    assert (row.status, row.error_type) == ((499, "client_closed_request") if client_leaves else (408, "timeout_error"))
+    assert row.key == "user1"

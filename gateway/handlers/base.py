@@ -49,6 +49,7 @@ class BaseHandler(RequestHandler):
         self.waited_before_s = 0.0  # provider time of earlier attempts (retries) and their backoff
         self.key: VirtualKey | None = None
         self._overhead_stamped = False
+        self._closed_out = False  # on_finish's bookkeeping ran (it must run exactly once)
 
     def set_default_headers(self) -> None:
         # Don't advertise the server software.
@@ -127,6 +128,9 @@ class BaseHandler(RequestHandler):
             self.exchange.abort(ClientClosed("The client closed the connection."))
 
     def on_finish(self) -> None:
+        if self._closed_out:
+            return
+        self._closed_out = True
         self.ctx.in_flight -= 1
         record = self.record
         if not record.status:

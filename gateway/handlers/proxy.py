@@ -15,7 +15,8 @@ from tornado.iostream import IOStream
 from tornado.web import stream_request_body
 
 from .. import sse
-from ..errors import ClientClosed, GatewayError, PayloadTooLarge, UnsupportedMediaType, UpstreamUnavailable
+from ..errors import (BodyTimeout, ClientClosed, GatewayError, PayloadTooLarge, UnsupportedMediaType,
+                      UpstreamUnavailable)
 from ..keys import VirtualKey
 from ..providers.base import Reply, StreamRelay, relayed_headers
 from ..upstream import Exchange, UpstreamRequest
@@ -45,6 +46,8 @@ class ProxyHandler(BaseHandler):
     """Base for endpoints that forward a JSON body to a provider."""
 
     def prepare(self) -> None:
+        self._body_taken = False  # post() has the whole body: from here on, on_finish will run
+        self._last_read = time.monotonic()
         self._chunks: list[bytes] = []
         self._size = 0
         self._too_large = False
@@ -62,6 +65,7 @@ class ProxyHandler(BaseHandler):
             raise UnsupportedMediaType(f"Content-Type {ctype!r} is not supported; send application/json.")
 
     def data_received(self, chunk: bytes) -> None:
+        self._last_read = time.monotonic()
         self._size += len(chunk)
         if self._size > self.ctx.config.max_request_bytes:
             self._too_large = True
@@ -71,11 +75,34 @@ class ProxyHandler(BaseHandler):
 
     def body(self) -> bytes:
         """The whole request body (bounded), recorded as received."""
+        if self._closed_out:  # the connection closed just after the body arrived: nobody to answer
+            raise ClientClosed("The client closed the connection.")
+        self._body_taken = True
         if self._too_large:
             raise PayloadTooLarge(f"The request body exceeds the limit of {self.ctx.config.max_request_bytes} bytes.")
         raw = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
         self.record.request = raw.decode("utf-8", "replace") if raw else None
         return raw
+
+    def on_connection_close(self) -> None:
+        if self._finished or self._body_taken:
+            super().on_connection_close()
+            return
+        # The connection closed while the body was still arriving: the client left, or Tornado hung
+        # up after HEADER_TIMEOUT without a byte. post() will never run, so neither would on_finish:
+        # record the request here, or it would vanish and stay counted in flight forever.
+        timeout = self.ctx.config.header_timeout
+        if time.monotonic() - self._last_read >= timeout:
+            error: GatewayError = BodyTimeout(f"No request body byte for {timeout:g} s; the connection was closed.")
+        else:
+            error = ClientClosed("The client closed the connection while sending the request body.")
+        record = self.record
+        record.status, record.error_type, record.error_message = error.status, error.error_type, error.message
+        try:
+            self.authenticate()  # only to name the key in the row
+        except GatewayError:
+            pass
+        self.on_finish()
 
     def admit(self, key: VirtualKey) -> None:
         """Reserve one request of the key's quota (429 when it is used up)."""
