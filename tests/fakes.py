@@ -20,6 +20,8 @@ Tests script its behaviour by the requested model name and read what it received
 - "reset-before-headers": the connection is reset before any byte of a reply
 - "reset-mid-body": a plain reply whose headers and first half arrive, then a reset
 - "steady-<N>x<MS>": N content chunks, MS milliseconds apart (a long but healthy stream)
+- "error-mid-stream": two chunks, then an error object as a data event (as OpenAI reports a failure
+  after its 200), and the end of the stream without [DONE]
 """
 
 from __future__ import annotations
@@ -247,6 +249,11 @@ class FakeChatHandler(_Base):
                     return
                 if model == "stall-stream" and index == 2:
                     await self.state.release.wait()
+                    return
+                if model == "error-mid-stream" and index == 3:
+                    failure = {"error": {"message": "The server had an error while processing your request.",
+                                         "type": "server_error", "param": None, "code": None}}
+                    self.finish(b"data: " + json.dumps(failure).encode() + b"\n\n")
                     return
                 self.write(event)
                 try:

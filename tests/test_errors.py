@@ -263,3 +263,14 @@ async def test_a_slow_but_steady_stream_has_no_total_timeout(start_gateway):
     await gateway.ctx.recorder.close()
     row = (await gateway.ctx.store.recent(limit=1))[0]
     assert row.status == 200 and not row.incomplete
+
+
+async def test_an_error_event_after_the_200_is_relayed_and_recorded_as_a_failure(gateway):
+    response = await call(gateway, {**GOOD, "model": "error-mid-stream", "stream": True})
+    assert response.code == 200
+    events = response.body.strip().split(b"\n\n")
+    assert json.loads(events[-1][6:])["error"]["type"] == "server_error"  # the provider's own, passed on
+    assert len(events) == 4 and b"[DONE]" not in response.body
+    await gateway.ctx.recorder.close()
+    row = (await gateway.ctx.store.recent(limit=1))[0]
+    assert (row.status, row.error_type, row.incomplete) == (502, "server_error", True)
