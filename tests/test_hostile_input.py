@@ -13,7 +13,10 @@ from hypothesis import strategies as st
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.iostream import IOStream, StreamClosedError
 
+from gateway.providers.anthropic_translate import to_anthropic
+from gateway.validation import CHAT
 from tests.conftest import VK_ANTHROPIC, VK_LIMITED, VK_OPENAI
+from tests.fake_anthropic import FakeAnthropic
 
 GOOD = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}'
 
@@ -216,24 +219,54 @@ json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=20)
+
+
+def maybe(strategy: st.SearchStrategy) -> st.SearchStrategy:
+    """The strategy's values, one time in five any JSON value instead (so most bodies are nearly right)."""
+    return st.integers(0, 4).flatmap(lambda k: json_values if k == 0 else strategy)
+
+
+contents = st.text(min_size=1, max_size=12) | st.lists(
+    st.fixed_dictionaries({"type": st.just("text"), "text": maybe(st.text(min_size=1, max_size=8))}), min_size=1, max_size=2)
 near_valid = st.fixed_dictionaries(
-    {"model": st.one_of(st.just("gpt-4o-mini"), json_values),
-     "messages": st.one_of(st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "x"])},
-                                                          optional={"content": json_values}), max_size=3), json_values)},
-    optional={"stream": json_values, "temperature": json_values, "tools": json_values, "stop": json_values})
+    {"model": maybe(st.just("gpt-4o-mini")),
+     "messages": maybe(st.lists(st.fixed_dictionaries({"role": maybe(st.sampled_from(["user", "system", "assistant"]))},
+                                                      optional={"content": maybe(contents)}), min_size=1, max_size=3))},
+    optional={"stream": maybe(st.booleans()), "temperature": maybe(st.floats(0, 2)), "stop": maybe(st.text(max_size=4)),
+              "max_tokens": maybe(st.integers(1, 100)),
+              "tools": maybe(st.just([{"type": "function", "function": {"name": "lookup"}}]))})
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.fixture
+def gateway_to_both(io_loop, start_gateway):  # type: ignore[no-untyped-def]
+    """A gateway whose Anthropic key reaches a fake Anthropic (the plain fixture's does not)."""
+    fake = FakeAnthropic()
+    yield fake, io_loop.run_sync(lambda: start_gateway(anthropic_base=fake.base_url))
+    io_loop.run_sync(fake.close)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(document=st.one_of(near_valid, json_values))
-def test_any_json_body_is_answered_without_5xx(io_loop, gateway, document):
-    async def one() -> int:
+def test_any_json_body_is_answered_without_5xx_and_only_valid_ones_reach_a_provider(
+        io_loop, gateway_to_both, fake_openai, document):
+    fake_anthropic, gateway = gateway_to_both
+
+    async def one(key: str) -> int:
         response = await AsyncHTTPClient().fetch(HTTPRequest(
             f"http://127.0.0.1:{gateway.port}/v1/chat/completions", method="POST", body=json.dumps(document),
-            headers={"Authorization": f"Bearer {VK_OPENAI}"}), raise_error=False)
+            headers={"Authorization": f"Bearer {key}"}), raise_error=False)
         return response.code
 
-    status = io_loop.run_sync(one)
-    assert status < 500
+    for key, received in ((VK_OPENAI, fake_openai.received), (VK_ANTHROPIC, fake_anthropic.log)):
+        before = len(received)
+        status = io_loop.run_sync(lambda: one(key))
+        assert status < 500
+        if len(received) > before:  # forwarded: then the body was valid, and translatable for Anthropic
+            assert CHAT.validator.is_valid(document)
+            if key == VK_ANTHROPIC:
+                to_anthropic(document)
+        else:
+            assert 400 <= status < 500
 
 
 @pytest.mark.parametrize("client_leaves", [False, True])
