@@ -66,6 +66,7 @@ class Gateway:
             log.warning("shutdown: %d requests still in flight after the grace period; closing them", ctx.in_flight)
         await self.server.close_all_connections()
         self.pruner.cancel()
+        await asyncio.wait([self.pruner])  # lets a prune cut short roll back before the final batch
         # Each part closes even if another fails: a dead database must not keep the writer or client open.
         for part in (ctx.recorder, self.json_log, ctx.store):
             if part is not None:

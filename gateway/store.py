@@ -292,6 +292,10 @@ class Store:
                 self.failed_writes += len(records)
                 self._write_error = _explain(self.path, e, self._busy_timeout)
                 raise StoreUnavailable(self._write_error) from e
+            except asyncio.CancelledError:
+                # An open transaction would make every later write fail ("within a transaction").
+                await _rollback(self._db)
+                raise
         self.rows_written += written
         self._write_error = None
         return written
@@ -354,6 +358,9 @@ class Store:
                 except sqlite3.Error as e:
                     await _rollback(self._db)
                     raise StoreUnavailable(_explain(self.path, e, self._busy_timeout)) from e
+                except asyncio.CancelledError:
+                    await _rollback(self._db)  # a shutdown cancels the pruner: leave no transaction open
+                    raise
             total += deleted
             if deleted < PRUNE_CHUNK:
                 return total

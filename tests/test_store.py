@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -466,3 +467,31 @@ async def test_prune_deletes_in_chunks_and_keeps_daily_usage(tmp_path: Path, mon
         assert (day1.day, day1.requests, day1.cost_usd) == ("2026-01-01", 30, pytest.approx(0.3))
     finally:
         await store.close()
+
+
+async def test_a_prune_cancelled_mid_transaction_leaves_none_open(tmp_path: Path, caplog) -> None:
+    # A shutdown cancels the pruner wherever it is. Cancelled between BEGIN and COMMIT, it must roll
+    # back, or the final batch would meet "cannot start a transaction within a transaction" and the
+    # closing checkpoint "database table is locked".
+    store = await open_store(tmp_path / "g.db")
+    await store.insert_batch([make(ts=MIDNIGHT)])
+    execute, began = store._db.execute, asyncio.Event()
+
+    async def pausing_after_begin(query, *args):  # type: ignore[no-untyped-def]
+        result = await execute(query, *args)
+        if query == "BEGIN IMMEDIATE" and not began.is_set():
+            began.set()
+            await asyncio.sleep(30)  # where a shutdown's cancel finds it
+        return result
+
+    store._db.execute = pausing_after_begin  # type: ignore[method-assign]
+    pruning = asyncio.ensure_future(store.prune(time.time()))
+    await began.wait()
+    pruning.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await pruning
+    store._db.execute = execute  # type: ignore[method-assign]
+    assert await store.insert_batch([make(), make()]) == 2
+    await store.close()
+    assert not [r for r in caplog.records if "checkpoint failed" in r.getMessage()]
+    assert sql(tmp_path / "g.db", "SELECT count(*) FROM interactions") == [(3,)]
