@@ -13,6 +13,7 @@ from . import __version__
 from .config import SETTINGS, Config, ConfigError
 from .keys import KeyRing, KeysFileError
 from .lifecycle import Gateway, describe_start, start
+from .listener import raise_open_file_limit
 from .store import StoreUnavailable
 
 log = logging.getLogger("gateway")
@@ -32,6 +33,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 async def serve(config: Config, keys: KeyRing) -> int:
     """Run until SIGTERM/SIGINT, then shut down gracefully; the exit code."""
+    raise_open_file_limit()
     gateway = await start(config, keys, environ=os.environ)
     log.info("%s", describe_start(gateway))
     stopping = asyncio.Event()

@@ -93,6 +93,7 @@ SETTINGS: dict[str, Setting] = {
     "max_request_bytes": Setting("MAX_REQUEST_BYTES", str(4 * 1024 * 1024), _positive_int, "Largest request body accepted (413 above)."),
     "max_response_bytes": Setting("MAX_RESPONSE_BYTES", str(32 * 1024 * 1024), _positive_int, "Largest non-streamed provider reply accepted (502 above)."),
     "max_upstream_concurrency": Setting("MAX_UPSTREAM_CONCURRENCY", "512", _positive_int, "Upstream requests in flight at once; more wait briefly, then get 503."),
+    "max_client_connections": Setting("MAX_CLIENT_CONNECTIONS", None, _positive_int, "Open client connections at once; more get an immediate 503 (default: what the open-file limit leaves)."),
     "overload_wait": Setting("OVERLOAD_WAIT", "2", _positive_float, "Seconds a request may wait for an upstream slot before 503."),
     "header_timeout": Setting("HEADER_TIMEOUT", "10", _positive_float, "Seconds a client has to send request headers (and between body reads)."),
     "admin_key": Setting("GATEWAY_ADMIN_KEY", None, _text, "Admin key for the dashboard; generated and printed at start when unset."),
@@ -123,6 +124,7 @@ class Config:
     max_request_bytes: int
     max_response_bytes: int
     max_upstream_concurrency: int
+    max_client_connections: int | None
     overload_wait: float
     header_timeout: float
     admin_key: str | None

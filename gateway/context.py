@@ -36,6 +36,7 @@ class Context:
     recorder: Any = None
     metrics: Any = None
     health: Any = None
+    connections: Any = None  # the CappedHTTPServer: open/limit/refused client connections
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)  # for keys' api_key_env on reload
     admin_key: str = ""  # GATEWAY_ADMIN_KEY, or one generated at start
     started_at: float = field(default_factory=time.time)

@@ -51,6 +51,7 @@ class HealthCheck:
             "version": __version__,
             "uptime_s": round(time.time() - ctx.started_at, 3),
             "in_flight": ctx.in_flight,
+            "connections": ctx.connections.stats() if ctx.connections is not None else None,
             "shutting_down": ctx.shutting_down,
             "providers": providers,
             "database": database,

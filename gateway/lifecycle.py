@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
-from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from .app import ROOT, make_app
@@ -24,6 +23,7 @@ from .context import Context
 from .health import HealthCheck
 from .jsonlog import JsonLogSink
 from .keys import KeyRing
+from .listener import CappedHTTPServer, connection_cap
 from .metrics import Metrics
 from .pricing import PriceTable
 from .providers import build_registry
@@ -45,7 +45,7 @@ class Gateway:
     """A running gateway: its context, its server, the port it listens on and its background parts."""
 
     ctx: Context
-    server: HTTPServer
+    server: CappedHTTPServer
     port: int
     json_log: JsonLogSink
     pruner: asyncio.Task[None]
@@ -107,11 +107,13 @@ async def start(config: Config, keys: KeyRing, *, environ: Mapping[str, str] | N
             admin_key=config.admin_key or secrets.token_urlsafe(24),
             environ=environ or {},
         )
-        ctx.metrics = Metrics(list(ctx.providers), quota_rejections=lambda: quota.rejections)
+        ctx.metrics = Metrics(list(ctx.providers), quota_rejections=lambda: quota.rejections,
+                              connections=lambda: ctx.connections.stats())
         ctx.health = HealthCheck(ctx)
         ctx.record_sinks += [recorder.submit, ctx.metrics.observe]
-        server = HTTPServer(
+        server = CappedHTTPServer(
             make_app(ctx),
+            max_connections=connection_cap(config.max_client_connections, config.max_upstream_concurrency),
             xheaders=False,
             decompress_request=False,
             # Tornado's own cap closes the connection with a 400; ours answers 413 first (ProxyHandler).
@@ -119,6 +121,7 @@ async def start(config: Config, keys: KeyRing, *, environ: Mapping[str, str] | N
             idle_connection_timeout=config.header_timeout,
             body_timeout=config.header_timeout,
         )
+        ctx.connections = server
         sockets = bind_sockets(config.port, config.host)
         server.add_sockets(sockets)
         port = sockets[0].getsockname()[1]
@@ -150,7 +153,8 @@ def describe_start(gateway: Gateway) -> str:
     config = ctx.config
     host = "localhost" if config.host in ("0.0.0.0", "::", "127.0.0.1") else config.host
     lines = [f"llm-gateway listening on http://{config.host}:{gateway.port} "
-             f"({len(ctx.keys)} virtual keys, database {Path(config.database_path)})"]
+             f"({len(ctx.keys)} virtual keys, database {Path(config.database_path)}, "
+             f"up to {gateway.server.max_connections} client connections)"]
     if config.admin_key is None:
         lines.append(f"GATEWAY_ADMIN_KEY is unset; this run's admin key opens the dashboard: "
                      f"http://{host}:{gateway.port}/dashboard?token={ctx.admin_key}")

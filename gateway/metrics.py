@@ -55,9 +55,11 @@ class ProviderHealth:
 class Metrics:
     """Counters and histograms for /metrics, the dashboard and /health."""
 
-    def __init__(self, providers: list[str], quota_rejections: Callable[[], int] = lambda: 0) -> None:
+    def __init__(self, providers: list[str], quota_rejections: Callable[[], int] = lambda: 0,
+                 connections: Callable[[], dict[str, int]] = lambda: {"open": 0, "limit": 0, "refused": 0}) -> None:
         self.started = time.time()
         self.quota_rejections = quota_rejections  # the quota counts its own refusals
+        self.connections = connections  # so does the server, its connections
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter("gateway_requests", "Requests by provider, model and status.", ["provider", "model", "status"], registry=r)
@@ -67,7 +69,11 @@ class Metrics:
         self.overhead = Histogram("gateway_overhead_seconds", "The gateway's own time per request (as x-gateway-overhead-ms).", buckets=_OVERHEAD_BUCKETS, registry=r)
         self.tokens = Counter("gateway_tokens", "Tokens by provider, model and type.", ["provider", "model", "type"], registry=r)
         self.cost = Counter("gateway_cost_usd", "Estimated cost in US dollars.", ["provider", "model"], registry=r)
-        r.register(_QuotaRejections(quota_rejections))
+        r.register(_CountedElsewhere("gateway_quota_rejections", "Requests refused by a key's quota.", quota_rejections))
+        r.register(_CountedElsewhere("gateway_connections_refused", "Client connections refused at MAX_CLIENT_CONNECTIONS.",
+                                     lambda: connections()["refused"]))
+        Gauge("gateway_open_connections", "Client connections open now.", registry=r).set_function(
+            lambda: connections()["open"])
         self.uptime = Gauge("gateway_uptime_seconds", "Seconds since start.", registry=r)
         self.uptime.set_function(lambda: time.time() - self.started)
         self.providers = {name: ProviderHealth() for name in providers}
@@ -163,6 +169,7 @@ class Metrics:
             "tokens": {kind: self.token_totals.get(kind, 0) for kind in ("prompt", "completion", "cached", "cache_write")},
             "cost_usd": round(self.cost_total, 6),
             "quota_rejections": self.quota_rejections(),
+            "connections": self.connections(),
             "uptime_s": round(time.time() - self.started, 3),
             "last_updated": _iso(self.last_updated),
         }
@@ -173,14 +180,18 @@ class Metrics:
         return encoder(self.registry), content_type
 
 
-class _QuotaRejections:
-    """Exposes the quota's own refusal count as gateway_quota_rejections_total."""
+class _CountedElsewhere:
+    """A counter another part keeps (the quota, the server), exposed as <name>_total."""
 
-    def __init__(self, read: Callable[[], int]) -> None:
-        self.read = read
+    def __init__(self, name: str, documentation: str, read: Callable[[], int]) -> None:
+        self.name, self.documentation, self.read = name, documentation, read
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        # The registry asks at registration, when the part counting may not exist yet.
+        yield CounterMetricFamily(self.name, self.documentation)
 
     def collect(self) -> Iterator[CounterMetricFamily]:
-        yield CounterMetricFamily("gateway_quota_rejections", "Requests refused by a key's quota.", value=self.read())
+        yield CounterMetricFamily(self.name, self.documentation, value=self.read())
 
 
 def percentiles(samples: deque[float]) -> dict[str, float | None]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -22,12 +23,15 @@ class GatewayProcess:
         self.port = 0
 
     @classmethod
-    async def start(cls, keys: Path, db: Path, openai_base: str, **settings: str) -> "GatewayProcess":
+    async def start(cls, keys: Path, db: Path, openai_base: str, open_files: int | None = None,
+                    **settings: str) -> "GatewayProcess":
+        """Start it (with an open-file limit, soft and hard, if given) and wait until it listens."""
         env = {**os.environ, "KEYS_FILE_PATH": str(keys), "DATABASE_PATH": str(db), "SERVER_HOST": "127.0.0.1",
                "SERVER_PORT": "0", "OPENAI_BASE_URL": openai_base, "LOG_TO_FILE": "true",
                "LOG_FILE_PATH": str(db.with_suffix(".log")), **settings}
+        limit = None if open_files is None else (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files)))
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway", cwd=ROOT, env=env,
+            sys.executable, "-m", "gateway", cwd=ROOT, env=env, preexec_fn=limit,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         gateway = cls(process)
         line = await gateway.wait_for_line("listening on")
