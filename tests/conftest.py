@@ -14,6 +14,7 @@ from gateway.config import Config
 from gateway.keys import KeyRing
 from gateway.lifecycle import Gateway, start
 from tests.fakes import FakeOpenAI
+from tests.processes import GatewayProcess
 
 # Canary secrets: tests assert these never leave the gateway except in the upstream request.
 PROVIDER_KEY = "sk-CANARY-openai-provider-key-do-not-leak"
@@ -77,6 +78,24 @@ def start_gateway(io_loop, tmp_path, fake_openai) -> Callable[..., Any]:  # type
     yield _start
     for gateway in running:
         io_loop.run_sync(lambda: gateway.stop(grace=2))
+
+
+@pytest.fixture
+def start_gateway_process(io_loop) -> Callable[..., Any]:  # type: ignore[no-untyped-def]
+    """`await start_gateway_process(...)` (GatewayProcess.start's arguments); killed at teardown if a
+    failing test left it running."""
+    started: list[GatewayProcess] = []
+
+    async def _start(*args: Any, **kwargs: Any) -> GatewayProcess:
+        process = await GatewayProcess.start(*args, **kwargs)
+        started.append(process)
+        return process
+
+    yield _start
+    for process in started:
+        if process.process.returncode is None:
+            process.process.kill()
+            io_loop.run_sync(process.process.wait)
 
 
 @pytest.fixture

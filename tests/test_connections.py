@@ -18,7 +18,6 @@ from tornado.iostream import IOStream
 
 from gateway.listener import RESERVED_FDS, connection_cap
 from tests.conftest import VK_OPENAI, write_keys
-from tests.processes import GatewayProcess
 
 SLOW = json.dumps({"model": "slow-stream", "stream": True, "messages": [{"role": "user", "content": "x"}]})
 
@@ -60,11 +59,11 @@ def test_the_soft_open_file_limit_is_raised_to_the_hard_one():
     assert raised == hard
 
 
-async def test_a_flood_at_a_low_open_file_limit_is_refused_cleanly(fake_openai, tmp_path):
+async def test_a_flood_at_a_low_open_file_limit_is_refused_cleanly(start_gateway_process, fake_openai, tmp_path):
     # 128 descriptors, 16 upstream slots: room for 128 - 2*16 - 64 = 32 clients. 100 streams at once
     # used to exhaust the descriptors: ~800 accept tracebacks a second, provider calls failing as 502.
     keys = write_keys(tmp_path / "keys.json", fake_openai.base_url, "http://127.0.0.1:9")
-    process = await GatewayProcess.start(keys, tmp_path / "gateway.db", fake_openai.base_url, open_files=128,
+    process = await start_gateway_process(keys, tmp_path / "gateway.db", fake_openai.base_url, open_files=128,
                                          MAX_UPSTREAM_CONCURRENCY="16", QUOTA_ENABLED="false")
     async def outcome() -> int | str:
         try:

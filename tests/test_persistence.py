@@ -12,7 +12,6 @@ from pathlib import Path
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from tests.conftest import PROVIDER_KEY, VK_OPENAI, VK_SMALL_QUOTA, base_url, write_keys
-from tests.processes import GatewayProcess
 
 
 
@@ -89,10 +88,10 @@ async def test_restart_keeps_quota(start_gateway, tmp_path):
     assert (await post(second.port, body())).code == 200  # another key is untouched
 
 
-async def test_sigterm_finishes_in_flight_requests_and_exits_0(fake_openai, tmp_path):
+async def test_sigterm_finishes_in_flight_requests_and_exits_0(start_gateway_process, fake_openai, tmp_path):
     keys = write_keys(tmp_path / "keys.json", fake_openai.base_url, "http://127.0.0.1:9")
     db = tmp_path / "gateway.db"
-    process = await GatewayProcess.start(keys, db, fake_openai.base_url)
+    process = await start_gateway_process(keys, db, fake_openai.base_url)
     in_flight = [asyncio.ensure_future(post(process.port, body("slow-stream", stream=True))) for _ in range(5)]
     while fake_openai.state.open_streams < 5:
         await asyncio.sleep(0.02)

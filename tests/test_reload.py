@@ -9,7 +9,6 @@ import signal
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from tests.conftest import PROVIDER_KEY, VK_OPENAI, base_url, write_keys
-from tests.processes import GatewayProcess
 
 
 async def chat(gateway, key: str, model: str = "gpt-4o-mini", stream: bool = False):  # type: ignore[no-untyped-def]
@@ -62,9 +61,10 @@ async def test_in_flight_stream_finishes_on_the_old_key(gateway, fake_openai):
     assert finished.code == 200 and finished.body.endswith(b"data: [DONE]\n\n")
 
 
-async def test_sighup_reloads_a_running_process_without_dropping_a_request(fake_openai, tmp_path):
+async def test_sighup_reloads_a_running_process_without_dropping_a_request(start_gateway_process, fake_openai,
+                                                                              tmp_path):
     keys = write_keys(tmp_path / "keys.json", fake_openai.base_url, "http://127.0.0.1:9")
-    process = await GatewayProcess.start(keys, tmp_path / "gateway.db", fake_openai.base_url)
+    process = await start_gateway_process(keys, tmp_path / "gateway.db", fake_openai.base_url)
 
     async def chat_on(key: str, model: str = "gpt-4o-mini", stream: bool = False):  # type: ignore[no-untyped-def]
         return await AsyncHTTPClient().fetch(HTTPRequest(
