@@ -150,6 +150,42 @@ class _PoolingTCPClient(TCPClient):
         return stream
 
 
+class _ReadsFailLater:
+    """The IOStream as our HTTP1Connection reads it, except that a read failing at once fails a loop turn later.
+
+    Tornado 6.6 coalesces the small chunks of a chunked body and hands them on only when a read would
+    wait. A read that fails at once, because the provider closed right after its last bytes, skipped
+    that hand-off: a stream cut short lost the part that had already arrived (a bare 502 instead of
+    the partial reply, its usage and an in-band error). Failing a turn later, the read looks pending,
+    so what was coalesced is delivered first. Everything else is the stream's own.
+    """
+
+    def __init__(self, stream: IOStream) -> None:
+        self._stream = stream
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    def read_bytes(self, num_bytes: int, partial: bool = False) -> "asyncio.Future[bytes]":
+        return _fail_later(lambda: self._stream.read_bytes(num_bytes, partial))
+
+    def read_until(self, delimiter: bytes, max_bytes: int | None = None) -> "asyncio.Future[bytes]":
+        return _fail_later(lambda: self._stream.read_until(delimiter, max_bytes))
+
+
+def _fail_later(read: Callable[[], Any]) -> "asyncio.Future[bytes]":
+    try:
+        future = read()
+        error = future.exception() if future.done() else None
+    except StreamClosedError as closed:
+        error = closed
+    if error is None:
+        return future
+    later: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+    later.get_loop().call_soon(later.set_exception, error)
+    return later
+
+
 class _TrackedConnection(_HTTPConnection):
     """Tornado's client connection, made reachable from its Exchange (to abort it) and able to keep alive."""
 
@@ -159,6 +195,11 @@ class _TrackedConnection(_HTTPConnection):
             exchange.connection = self
         self._keep = False
         super().__init__(client, request, *args)
+
+    def _create_connection(self, stream: IOStream) -> Any:
+        connection = super()._create_connection(stream)
+        connection.stream = _ReadsFailLater(stream)
+        return connection
 
     async def run(self) -> None:
         await super().run()

@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import random
 
+from gateway.errors import GatewayError, UpstreamUnavailable
 from gateway.upstream import CachingResolver, Upstream, UpstreamRequest
 
 REPLY = b'{"ok":true}'
+CUT_EVENTS = [b"data: %d\n\n" % i for i in range(5)]
 
 
 class RawServer:
     """An HTTP/1.1 server on 127.0.0.1 that answers every request with REPLY; scripted per test."""
 
-    def __init__(self, close_after: int | None = None, chunked: bool = False) -> None:
+    def __init__(self, close_after: int | None = None, chunked: bool = False, cut: bool = False) -> None:
         self.close_after = close_after  # close each connection after this many replies (no Connection: close)
         self.chunked = chunked
+        self.cut = cut  # a chunked stream without its last chunk, and the close, all in one write
         self.connections = 0
         self.requests = 0
 
@@ -33,6 +36,10 @@ class RawServer:
                                if line.lower().startswith(b"content-length:")), 0)
                 await reader.readexactly(length)
                 self.requests += 1
+                if self.cut:
+                    body = b"".join(f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in CUT_EVENTS)
+                    writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
+                    break
                 if self.chunked:
                     body = b"".join(f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in (b"data: 1\n\n", b"data: 2\n\n"))
                     writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body + b"0\r\n\r\n")
@@ -118,3 +125,22 @@ async def test_resolver_answers_ip_literals_without_the_executor_and_caches_name
     resolver._inner.resolve = lambda *a: calls.append(a)  # type: ignore[method-assign]
     assert await resolver.resolve("localhost", 80) == first
     assert calls == []
+
+
+async def test_a_stream_cut_right_after_its_last_bytes_still_delivers_them():
+    # Tornado 6.6 coalesces small chunks and hands them on only when a read would wait; a read that
+    # fails at once (the close came with the data) used to drop them: a bare 502, the partial lost.
+    server = RawServer(cut=True)
+    url = await server.start()
+    upstream = make_upstream()
+    exchange = upstream.exchange(UpstreamRequest(url, {"Content-Type": "application/json"}, b"{}"))
+    parts: list[bytes] = []
+    failure = None
+    try:
+        await exchange.run(lambda status, headers: None, parts.append)
+    except GatewayError as error:
+        failure = error
+    assert b"".join(parts) == b"".join(CUT_EVENTS)
+    assert isinstance(failure, UpstreamUnavailable)
+    upstream.close()
+    await server.stop()
