@@ -356,6 +356,11 @@ class Exchange:
             self.finished_at = time.perf_counter()
             upstream.in_flight -= 1
             slots.release()
+            # The callbacks are the handler's closures and the connection points back here: let
+            # go of both so handler, exchange and connection are freed at once by reference
+            # counting, not left for the cyclic collector's full passes (pauses of 100+ ms).
+            self.connection = None
+            self._on_headers, self._on_chunk = _no_headers, _no_chunk
         if self._failure is not None:
             raise self._failure
         if response.code == 599 or self.status is None:
@@ -447,6 +452,14 @@ class Exchange:
         finally:
             self.callback_s += time.perf_counter() - started
             self._last_activity = time.perf_counter()
+
+
+def _no_headers(status: int, headers: httputil.HTTPHeaders) -> None:
+    """What a finished exchange calls on late headers: nothing."""
+
+
+def _no_chunk(chunk: bytes) -> None:
+    """What a finished exchange calls on a late chunk: nothing."""
 
 
 def _is_closed_stream(exc: BaseException) -> bool:
