@@ -24,7 +24,7 @@ from typing import Any, Awaitable, Callable
 import socket
 
 from tornado import httputil
-from tornado.httpclient import HTTPRequest, HTTPResponse
+from tornado.httpclient import HTTPClientError, HTTPRequest, HTTPResponse
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.netutil import DefaultLoopResolver, Resolver, is_valid_ip
@@ -386,7 +386,12 @@ class Exchange:
         loop = IOLoop.current().asyncio_loop  # type: ignore[attr-defined]
         self._watchdog = loop.call_later(self.upstream.idle_timeout, self._check_idle)
         try:
-            return await self.upstream._client.fetch(request, raise_error=False)
+            response = await self.upstream._client.fetch(request, raise_error=False)
+            if isinstance(response.error, HTTPClientError):
+                # Tornado links an error status and its response both ways (the error holds the response,
+                # in .response and in .args): an error of its own lets the pair go without the cyclic collector.
+                response.error = HTTPClientError(response.code, response.error.message)
+            return response
         except GatewayError:
             raise
         except Exception as exc:  # a refused connect or bad URL can surface as an exception
