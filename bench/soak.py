@@ -288,8 +288,8 @@ class Soak:
         ports = (await wait_until(lambda: read_lines(up.log), "the fakes' ports", up))[0]
         keys = self.tmp / "keys.json"
         keys.write_text(json.dumps({"virtual_keys": {
-            VK_OPENAI: {"name": "soak-openai", "provider": "openai", "api_key": "sk-soak-fake-openai-key-not-real"},
-            VK_ANTHROPIC: {"name": "soak-anthropic", "provider": "anthropic", "api_key": "sk-ant-soak-fake-key-not-real",
+            VK_OPENAI: {"name": "soak-openai", "provider": "openai", "api_key": "fake.openai.key.for.the.soak"},
+            VK_ANTHROPIC: {"name": "soak-anthropic", "provider": "anthropic", "api_key": "fake.anthropic.key.for.the.soak",
                            "base_url": f"http://{HOST}:{ports['anthropic']}"}}}))
         self.port = free_port()
         env = dict(os.environ, LOG_TO_FILE="true", QUOTA_ENABLED="false", MAX_UPSTREAM_CONCURRENCY="2000",
