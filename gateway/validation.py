@@ -158,8 +158,12 @@ def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 _DECODER = json.JSONDecoder(parse_constant=_refuse_constant, object_pairs_hook=_refuse_duplicate_keys)
-# A \uD800-\uDFFF escape: half of a surrogate pair, or a lone one that no UTF-8 encoder can write.
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+# A high surrogate escape not followed by a low one, or a low one not preceded by a high one: no
+# character, and no UTF-8 encoder can write it. Pairs (how ensure_ascii encoders spell an emoji) do
+# not match, so ordinary bodies are never re-encoded; an escaped backslash before "u" can match
+# wrongly, which _encodable then settles.
+_LONE_SURROGATE_ESCAPE = re.compile(
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F]")
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
@@ -177,7 +181,7 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidRequest(f"The request body must be a JSON object, not {_json_type(body)}.")
-    if _SURROGATE_ESCAPE.search(raw) is not None and not _encodable(body):
+    if _LONE_SURROGATE_ESCAPE.search(raw) is not None and not _encodable(body):
         raise InvalidRequest("The request body holds a lone UTF-16 surrogate escape (\\uD800-\\uDFFF), "
                              "which is not a character.")
     return body
